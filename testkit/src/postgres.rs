@@ -164,12 +164,12 @@ fn missing(binary: &'static str, package: &'static str, dir: Option<&Path>) -> E
 /// The directory of the `postgres` on `PATH` (symlinks resolved, so that the
 /// matching `initdb` is found), else the newest `/usr/lib/postgresql/*/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
-    if let Some(found) = process::find_binary("postgres", &[]) {
-        if let Some(dir) = fs::canonicalize(found).ok()?.parent() {
-            if process::is_executable(&dir.join("initdb")) {
-                return Some(dir.to_path_buf());
-            }
-        }
+    if let Some(found) = process::find_binary("postgres", &[])
+        && let Ok(found) = fs::canonicalize(found)
+        && let Some(dir) = found.parent()
+        && process::is_executable(&dir.join("initdb"))
+    {
+        return Some(dir.to_path_buf());
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(VERSIONED_ROOT)
         .ok()?
