@@ -16,8 +16,9 @@
 //! - **JSON field selection** (`?fields=id,email,school.name`) that prunes a
 //!   response to what the client asked for before it is compressed.
 //!
-//! The negotiation is a public pure function, so other layers (such as an
-//! HTTP cache storing encoded variants) can key on its result.
+//! The negotiation is a public pure function ([`negotiate`]), so other
+//! layers (such as an HTTP cache storing encoded variants) can key on its
+//! result.
 //!
 //! # Where this comes from
 //!
@@ -25,8 +26,19 @@
 //! fetching) and 4.3 (payload limits) of the HASIVU performance report. The
 //! report compresses dynamic responses with brotli at quality 11, which runs
 //! at well under 1 MB/s; no default here comes near that level.
-//!
-//! # Status
-//!
-//! The API is being built; see the repository's README for what has landed.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod coding;
+mod layer_body;
+mod negotiate;
+mod problem;
+
+pub mod compression;
+pub mod decompression;
+#[cfg(feature = "fields")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fields")))]
+pub mod fields;
+
+pub use coding::Coding;
+pub use layer_body::LayerBody;
+pub use negotiate::{negotiate, negotiate_headers};

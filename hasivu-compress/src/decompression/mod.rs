@@ -1,0 +1,1 @@
+//! Request body decompression with bounded output (being built).

@@ -1,0 +1,1 @@
+//! JSON field selection (being built).
