@@ -39,6 +39,10 @@ pub mod decompression;
 #[cfg_attr(docsrs, doc(cfg(feature = "fields")))]
 pub mod fields;
 
+/// The error type of bodies produced by this crate's layers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub use coding::Coding;
 pub use layer_body::LayerBody;
+pub use compression::{CompressionLayer, Levels};
 pub use negotiate::{negotiate, negotiate_headers};

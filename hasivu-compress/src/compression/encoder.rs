@@ -1,0 +1,285 @@
+//! The codecs: one-shot compression with per-thread reusable contexts, and
+//! streaming encoders for bodies of unknown length.
+//!
+//! Nothing here knows about HTTP; the body and the future call in.
+
+use std::io::{self, Write};
+
+use bytes::Bytes;
+
+use super::Levels;
+use crate::Coding;
+
+/// zstd window cap for HTTP (RFC 9659: decoders may refuse windows over
+/// 8 MiB; Chrome does).
+#[cfg(feature = "zstd")]
+const ZSTD_MAX_WINDOW_LOG: u32 = 23;
+
+/// Brotli window for streamed bodies (512 KiB, as ngx_brotli): bounds the
+/// memory a streamed response holds.
+#[cfg(feature = "br")]
+const BR_STREAM_WINDOW_LOG: u32 = 19;
+
+/// Compresses `input` whole. Codec contexts (zstd, zlib) are kept per thread
+/// and reset between calls instead of being allocated for every response.
+pub(crate) fn compress_once(coding: Coding, levels: &Levels, input: &[u8]) -> io::Result<Vec<u8>> {
+    match coding {
+        #[cfg(feature = "zstd")]
+        Coding::Zstd => zstd_once(levels.zstd, input),
+        #[cfg(feature = "br")]
+        Coding::Br => br_once(levels.br, input),
+        #[cfg(feature = "gzip")]
+        Coding::Gzip => flate_once(Format::Gzip, levels.gzip, input),
+        #[cfg(feature = "deflate")]
+        Coding::Deflate => flate_once(Format::Zlib, levels.deflate, input),
+        _ => {
+            let _ = (levels, input);
+            Err(unsupported(coding))
+        }
+    }
+}
+
+fn unsupported(coding: Coding) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("coding {coding} is not enabled in this build"),
+    )
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_once(level: i32, input: &[u8]) -> io::Result<Vec<u8>> {
+    use std::cell::RefCell;
+    use zstd::bulk::Compressor;
+    use zstd::zstd_safe::CParameter;
+
+    thread_local! {
+        static CONTEXT: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+    }
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let reuse = matches!(&*slot, Some((l, _)) if *l == level);
+        if !reuse {
+            let mut compressor = Compressor::new(level)?;
+            // The frame records the content size, so the window never exceeds
+            // the input; the explicit cap matters only for very large inputs
+            // at the highest levels.
+            compressor.set_parameter(CParameter::WindowLog(ZSTD_MAX_WINDOW_LOG.min(window_log_for(level))))?;
+            *slot = Some((level, compressor));
+        }
+        let (_, compressor) = slot.as_mut().expect("context was just set");
+        compressor.compress(input)
+    })
+}
+
+/// The window log zstd picks by default for large inputs at `level`, capped
+/// by RFC 9659 (levels up to 19 stay at or under 23 already).
+#[cfg(feature = "zstd")]
+fn window_log_for(level: i32) -> u32 {
+    if level <= 19 { ZSTD_MAX_WINDOW_LOG } else { 27 }
+}
+
+#[cfg(feature = "br")]
+fn br_params(quality: u32, size_hint: Option<usize>) -> brotli::enc::BrotliEncoderParams {
+    let mut params = brotli::enc::BrotliEncoderParams::default();
+    params.quality = quality.min(11) as i32;
+    params.lgwin = match size_hint {
+        // A window just large enough for the body: less to allocate and
+        // clear, same output (ngx_brotli does the same).
+        Some(len) => (usize::BITS - len.max(1).leading_zeros()).clamp(10, 22) as i32,
+        None => BR_STREAM_WINDOW_LOG as i32,
+    };
+    if let Some(len) = size_hint {
+        params.size_hint = len;
+    }
+    params
+}
+
+#[cfg(feature = "br")]
+fn br_once(quality: u32, input: &[u8]) -> io::Result<Vec<u8>> {
+    let params = br_params(quality, Some(input.len()));
+    let mut out = Vec::with_capacity(input.len() / 4 + 64);
+    brotli::enc::BrotliCompress(&mut &input[..], &mut out, &params)?;
+    Ok(out)
+}
+
+#[cfg(any(feature = "gzip", feature = "deflate"))]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Gzip,
+    Zlib,
+}
+
+#[cfg(any(feature = "gzip", feature = "deflate"))]
+fn flate_once(format: Format, level: u32, input: &[u8]) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    use std::cell::RefCell;
+
+    thread_local! {
+        static CONTEXT: RefCell<Option<(Format, u32, Compress)>> = const { RefCell::new(None) };
+    }
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match &mut *slot {
+            Some((f, l, compress)) if *f == format && *l == level => compress.reset(),
+            _ => {
+                let level_ = Compression::new(level.min(9));
+                let compress = match format {
+                    Format::Gzip => Compress::new_gzip(level_, 15),
+                    Format::Zlib => Compress::new(level_, true),
+                };
+                *slot = Some((format, level, compress));
+            }
+        }
+        let (_, _, compress) = slot.as_mut().expect("context was just set");
+        // deflateBound plus the gzip wrapper: one call normally suffices.
+        let bound = input.len() + (input.len() >> 12) + (input.len() >> 14) + 64;
+        let mut out = Vec::with_capacity(bound);
+        loop {
+            let consumed = compress.total_in() as usize;
+            let status = compress
+                .compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)
+                .map_err(io::Error::other)?;
+            match status {
+                Status::StreamEnd => return Ok(out),
+                Status::Ok | Status::BufError => out.reserve(out.capacity().max(64)),
+            }
+        }
+    })
+}
+
+/// A streaming encoder writing into an in-memory buffer that the body drains
+/// after every call.
+pub(crate) enum StreamEncoder {
+    #[cfg(feature = "zstd")]
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    #[cfg(feature = "br")]
+    Br(BrEncoder),
+    #[cfg(feature = "gzip")]
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    #[cfg(feature = "deflate")]
+    Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
+}
+
+impl std::fmt::Debug for StreamEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamEncoder")
+    }
+}
+
+impl StreamEncoder {
+    pub(crate) fn new(coding: Coding, levels: &Levels) -> io::Result<Self> {
+        match coding {
+            #[cfg(feature = "zstd")]
+            Coding::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?;
+                encoder.window_log(window_log_for(levels.zstd).min(ZSTD_MAX_WINDOW_LOG))?;
+                Ok(Self::Zstd(encoder))
+            }
+            #[cfg(feature = "br")]
+            Coding::Br => {
+                let params = br_params(levels.br, None);
+                Ok(Self::Br(BrEncoder::Writing(Box::new(
+                    brotli::CompressorWriter::with_params(Vec::new(), 4096, &params),
+                ))))
+            }
+            #[cfg(feature = "gzip")]
+            Coding::Gzip => Ok(Self::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(levels.gzip.min(9)),
+            ))),
+            #[cfg(feature = "deflate")]
+            Coding::Deflate => Ok(Self::Deflate(flate2::write::ZlibEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(levels.deflate.min(9)),
+            ))),
+            _ => {
+                let _ = levels;
+                Err(unsupported(coding))
+            }
+        }
+    }
+
+    /// Feeds input; output, if any, is left for [`take`](Self::take).
+    pub(crate) fn write(&mut self, input: &[u8]) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "zstd")]
+            Self::Zstd(e) => e.write_all(input),
+            #[cfg(feature = "br")]
+            Self::Br(e) => e.writer()?.write_all(input),
+            #[cfg(feature = "gzip")]
+            Self::Gzip(e) => e.write_all(input),
+            #[cfg(feature = "deflate")]
+            Self::Deflate(e) => e.write_all(input),
+        }
+    }
+
+    /// Emits everything written so far as complete, decodable output.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "zstd")]
+            Self::Zstd(e) => e.flush(),
+            #[cfg(feature = "br")]
+            Self::Br(e) => e.writer()?.flush(),
+            #[cfg(feature = "gzip")]
+            Self::Gzip(e) => e.flush(),
+            #[cfg(feature = "deflate")]
+            Self::Deflate(e) => e.flush(),
+        }
+    }
+
+    /// Ends the stream; the rest of the output is left for `take`.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "zstd")]
+            Self::Zstd(e) => e.do_finish(),
+            #[cfg(feature = "br")]
+            Self::Br(e) => {
+                if let BrEncoder::Writing(writer) =
+                    std::mem::replace(e, BrEncoder::Finished(Vec::new()))
+                {
+                    // `into_inner` writes the end of the stream.
+                    *e = BrEncoder::Finished(writer.into_inner());
+                }
+                Ok(())
+            }
+            #[cfg(feature = "gzip")]
+            Self::Gzip(e) => e.try_finish(),
+            #[cfg(feature = "deflate")]
+            Self::Deflate(e) => e.try_finish(),
+        }
+    }
+
+    /// The output produced since the last call.
+    pub(crate) fn take(&mut self) -> Bytes {
+        let buffer = match self {
+            #[cfg(feature = "zstd")]
+            Self::Zstd(e) => e.get_mut(),
+            #[cfg(feature = "br")]
+            Self::Br(BrEncoder::Writing(w)) => w.get_mut(),
+            #[cfg(feature = "br")]
+            Self::Br(BrEncoder::Finished(out)) => out,
+            #[cfg(feature = "gzip")]
+            Self::Gzip(e) => e.get_mut(),
+            #[cfg(feature = "deflate")]
+            Self::Deflate(e) => e.get_mut(),
+        };
+        Bytes::from(std::mem::take(buffer))
+    }
+}
+
+/// Brotli's writer finishes only by value; this keeps its output around.
+#[cfg(feature = "br")]
+pub(crate) enum BrEncoder {
+    Writing(Box<brotli::CompressorWriter<Vec<u8>>>),
+    Finished(Vec<u8>),
+}
+
+#[cfg(feature = "br")]
+impl BrEncoder {
+    fn writer(&mut self) -> io::Result<&mut brotli::CompressorWriter<Vec<u8>>> {
+        match self {
+            BrEncoder::Writing(w) => Ok(w),
+            BrEncoder::Finished(_) => Err(io::Error::other("the brotli stream is already finished")),
+        }
+    }
+}
