@@ -43,6 +43,9 @@ pub mod fields;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use coding::Coding;
-pub use layer_body::LayerBody;
 pub use compression::{CompressionLayer, Levels};
+pub use decompression::RequestDecompressionLayer;
+#[cfg(feature = "fields")]
+pub use fields::{FieldSelectionLayer, Selection};
+pub use layer_body::LayerBody;
 pub use negotiate::{negotiate, negotiate_headers};

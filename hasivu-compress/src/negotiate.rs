@@ -1,34 +1,4 @@
 //! `Accept-Encoding` negotiation (RFC 9110 §12.5.3), as a pure function.
-//!
-//! The rules, in the order they are applied:
-//!
-//! - Tokens are case-insensitive and surrounded by optional whitespace;
-//!   `x-gzip` means gzip; `*` matches every coding not listed by name.
-//! - A weight is `q=` followed by a qvalue (`0` to `1` with at most three
-//!   decimals); a missing weight is 1. An entry with a malformed weight, an
-//!   unknown token or nothing at all is ignored, never an error.
-//! - A coding listed more than once takes its **lowest** weight, so a `q=0`
-//!   anywhere always forbids it.
-//! - The coding with the highest weight wins; ties go to the first coding in
-//!   the server's preference list.
-//! - Identity is chosen when no offered coding has a weight above zero, when
-//!   `identity` is listed with a higher weight than the best coding, or when
-//!   the request has no `Accept-Encoding` at all. When even identity is
-//!   forbidden (`identity;q=0`, `*;q=0`), identity is still the answer:
-//!   sending the representation unencoded is better than a 406 after the
-//!   handler has done its work (RFC 9110 no longer requires the 406).
-//!
-//! ```
-//! use hasivu_compress::{Coding, negotiate};
-//! use http::HeaderValue;
-//!
-//! let prefs = [Coding::Zstd, Coding::Br, Coding::Gzip];
-//! let header = HeaderValue::from_static("gzip, deflate, br;q=0.9, zstd;q=0");
-//! assert_eq!(negotiate([&header], &prefs), Coding::Gzip);
-//!
-//! let header = HeaderValue::from_static("gzip, deflate, br, zstd");
-//! assert_eq!(negotiate([&header], &prefs), Coding::Zstd); // tie: server preference
-//! ```
 
 use http::HeaderValue;
 
@@ -60,8 +30,37 @@ fn lower(current: &mut Option<u16>, q: u16) {
 /// it can produce, most preferred first; `Identity` in it is ignored).
 ///
 /// Pass every field line (`headers.get_all(ACCEPT_ENCODING)`): an absent
-/// field and an empty one mean different things. See the [module
-/// docs](self) for the rules.
+/// field and an empty one mean different things.
+///
+/// The rules, in the order they are applied:
+///
+/// - Tokens are case-insensitive and surrounded by optional whitespace;
+///   `x-gzip` means gzip; `*` matches every coding not listed by name.
+/// - A weight is `q=` followed by a qvalue (`0` to `1` with at most three
+///   decimals); a missing weight is 1. An entry with a malformed weight, an
+///   unknown token or nothing at all is ignored, never an error.
+/// - A coding listed more than once takes its **lowest** weight, so a `q=0`
+///   anywhere always forbids it.
+/// - The coding with the highest weight wins; ties go to the first coding in
+///   the server's preference list.
+/// - Identity is chosen when no offered coding has a weight above zero, when
+///   `identity` is listed with a higher weight than the best coding, or when
+///   the request has no `Accept-Encoding` at all. When even identity is
+///   forbidden (`identity;q=0`, `*;q=0`), identity is still the answer:
+///   sending the representation unencoded is better than a 406 after the
+///   handler has done its work (RFC 9110 no longer requires the 406).
+///
+/// ```
+/// use hasivu_compress::{Coding, negotiate};
+/// use http::HeaderValue;
+///
+/// let prefs = [Coding::Zstd, Coding::Br, Coding::Gzip];
+/// let header = HeaderValue::from_static("gzip, deflate, br;q=0.9, zstd;q=0");
+/// assert_eq!(negotiate([&header], &prefs), Coding::Gzip);
+///
+/// let header = HeaderValue::from_static("gzip, deflate, br, zstd");
+/// assert_eq!(negotiate([&header], &prefs), Coding::Zstd); // tie: server preference
+/// ```
 pub fn negotiate<'a, I>(accept_encoding: I, preference: &[Coding]) -> Coding
 where
     I: IntoIterator<Item = &'a HeaderValue>,

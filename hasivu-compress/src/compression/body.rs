@@ -50,7 +50,9 @@ impl<B> std::fmt::Debug for CompressionBody<B> {
             State::Streaming { .. } => "Streaming",
             State::Failed { .. } => "Failed",
         };
-        f.debug_struct("CompressionBody").field("state", &kind).finish()
+        f.debug_struct("CompressionBody")
+            .field("state", &kind)
+            .finish()
     }
 }
 
@@ -121,7 +123,10 @@ where
                 Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
                 None => Poll::Ready(None),
             },
-            StateProj::Full { data: bytes, trailers } => {
+            StateProj::Full {
+                data: bytes,
+                trailers,
+            } => {
                 if let Some(bytes) = bytes.take() {
                     return data(bytes);
                 }

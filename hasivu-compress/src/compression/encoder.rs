@@ -3,7 +3,16 @@
 //!
 //! Nothing here knows about HTTP; the body and the future call in.
 
-use std::io::{self, Write};
+// A build without any coding still compiles the layer (it then only adds
+// `Vary`); the codec plumbing is dead code there.
+#![cfg_attr(
+    not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")),
+    allow(dead_code, unreachable_code, unused_variables)
+)]
+
+use std::io;
+#[cfg(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate"))]
+use std::io::Write;
 
 use bytes::Bytes;
 
@@ -63,7 +72,9 @@ fn zstd_once(level: i32, input: &[u8]) -> io::Result<Vec<u8>> {
             // The frame records the content size, so the window never exceeds
             // the input; the explicit cap matters only for very large inputs
             // at the highest levels.
-            compressor.set_parameter(CParameter::WindowLog(ZSTD_MAX_WINDOW_LOG.min(window_log_for(level))))?;
+            compressor.set_parameter(CParameter::WindowLog(
+                ZSTD_MAX_WINDOW_LOG.min(window_log_for(level)),
+            ))?;
             *slot = Some((level, compressor));
         }
         let (_, compressor) = slot.as_mut().expect("context was just set");
@@ -80,13 +91,16 @@ fn window_log_for(level: i32) -> u32 {
 
 #[cfg(feature = "br")]
 fn br_params(quality: u32, size_hint: Option<usize>) -> brotli::enc::BrotliEncoderParams {
-    let mut params = brotli::enc::BrotliEncoderParams::default();
-    params.quality = quality.min(11) as i32;
-    params.lgwin = match size_hint {
+    let lgwin = match size_hint {
         // A window just large enough for the body: less to allocate and
         // clear, same output (ngx_brotli does the same).
         Some(len) => (usize::BITS - len.max(1).leading_zeros()).clamp(10, 22) as i32,
         None => BR_STREAM_WINDOW_LOG as i32,
+    };
+    let mut params = brotli::enc::BrotliEncoderParams {
+        quality: quality.min(11) as i32,
+        lgwin,
+        ..Default::default()
     };
     if let Some(len) = size_hint {
         params.size_hint = len;
@@ -105,7 +119,9 @@ fn br_once(quality: u32, input: &[u8]) -> io::Result<Vec<u8>> {
 #[cfg(any(feature = "gzip", feature = "deflate"))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
+    #[cfg(feature = "gzip")]
     Gzip,
+    #[cfg(feature = "deflate")]
     Zlib,
 }
 
@@ -124,7 +140,9 @@ fn flate_once(format: Format, level: u32, input: &[u8]) -> io::Result<Vec<u8>> {
             _ => {
                 let level_ = Compression::new(level.min(9));
                 let compress = match format {
+                    #[cfg(feature = "gzip")]
                     Format::Gzip => Compress::new_gzip(level_, 15),
+                    #[cfg(feature = "deflate")]
                     Format::Zlib => Compress::new(level_, true),
                 };
                 *slot = Some((format, level, compress));
@@ -158,6 +176,9 @@ pub(crate) enum StreamEncoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     #[cfg(feature = "deflate")]
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
+    /// Keeps the enum inhabited-in-type when no coding is enabled.
+    #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+    None(std::convert::Infallible),
 }
 
 impl std::fmt::Debug for StreamEncoder {
@@ -210,6 +231,8 @@ impl StreamEncoder {
             Self::Gzip(e) => e.write_all(input),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.write_all(input),
+            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            Self::None(never) => match *never {},
         }
     }
 
@@ -224,6 +247,8 @@ impl StreamEncoder {
             Self::Gzip(e) => e.flush(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.flush(),
+            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            Self::None(never) => match *never {},
         }
     }
 
@@ -246,12 +271,14 @@ impl StreamEncoder {
             Self::Gzip(e) => e.try_finish(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.try_finish(),
+            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            Self::None(never) => match *never {},
         }
     }
 
     /// The output produced since the last call.
     pub(crate) fn take(&mut self) -> Bytes {
-        let buffer = match self {
+        let buffer: &mut Vec<u8> = match self {
             #[cfg(feature = "zstd")]
             Self::Zstd(e) => e.get_mut(),
             #[cfg(feature = "br")]
@@ -262,6 +289,8 @@ impl StreamEncoder {
             Self::Gzip(e) => e.get_mut(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.get_mut(),
+            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            Self::None(never) => match *never {},
         };
         Bytes::from(std::mem::take(buffer))
     }
@@ -279,7 +308,9 @@ impl BrEncoder {
     fn writer(&mut self) -> io::Result<&mut brotli::CompressorWriter<Vec<u8>>> {
         match self {
             BrEncoder::Writing(w) => Ok(w),
-            BrEncoder::Finished(_) => Err(io::Error::other("the brotli stream is already finished")),
+            BrEncoder::Finished(_) => {
+                Err(io::Error::other("the brotli stream is already finished"))
+            }
         }
     }
 }

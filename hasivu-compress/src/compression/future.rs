@@ -92,7 +92,14 @@ where
                 StateProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;
                     let (mut parts, body) = response.into_parts();
-                    match plan(&mut parts, &body, *this.coding, *this.head, this.config, this.predicate) {
+                    match plan(
+                        &mut parts,
+                        &body,
+                        *this.coding,
+                        *this.head,
+                        this.config,
+                        this.predicate,
+                    ) {
                         Plan::Passthrough => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Response::from_parts(
@@ -110,7 +117,10 @@ where
                                 this.config,
                             )));
                         }
-                        Plan::Collect { capacity, known_size } => this.state.set(State::Collecting {
+                        Plan::Collect {
+                            capacity,
+                            known_size,
+                        } => this.state.set(State::Collecting {
                             body: Box::pin(body),
                             parts,
                             buffer: Vec::with_capacity(capacity),
@@ -176,7 +186,13 @@ where
                     let response = if ended {
                         whole::<B>(parts, buffer, trailers, *this.coding, this.config)
                     } else {
-                        stream(parts, body, Some(Bytes::from(buffer)), *this.coding, this.config)
+                        stream(
+                            parts,
+                            body,
+                            Some(Bytes::from(buffer)),
+                            *this.coding,
+                            this.config,
+                        )
                     };
                     return Poll::Ready(Ok(response));
                 }
@@ -241,7 +257,10 @@ fn compressible<P: Predicate>(parts: &Parts, config: &Config, predicate: &P) -> 
         return false;
     }
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && !encoding.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity")
+        && !encoding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"identity")
     {
         return false;
     }
@@ -341,7 +360,9 @@ fn whole<B>(
 ) -> Response<CompressionBody<B>> {
     let original = buffer.len();
     if (original as u64) < config.min_size {
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(original));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(original));
         return Response::from_parts(parts, CompressionBody::full(Bytes::from(buffer), trailers));
     }
     match encoder::compress_once(coding, config.levels_for(Some(original as u64)), &buffer) {
@@ -350,12 +371,17 @@ fn whole<B>(
             if config.size_headers {
                 add_size_headers(&mut parts.headers, original, compressed.len());
             }
-            Response::from_parts(parts, CompressionBody::full(Bytes::from(compressed), trailers))
+            Response::from_parts(
+                parts,
+                CompressionBody::full(Bytes::from(compressed), trailers),
+            )
         }
         // Compression of bytes in memory fails only through a bug or an
         // allocation failure; the original is still a correct answer.
         Err(_) => {
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(original));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(original));
             Response::from_parts(parts, CompressionBody::full(Bytes::from(buffer), trailers))
         }
     }
@@ -413,7 +439,10 @@ mod tests {
         assert_eq!(headers[header::VARY], "Origin, Cookie, accept-encoding");
 
         let mut headers = HeaderMap::new();
-        headers.insert(header::VARY, HeaderValue::from_static("Origin, Accept-Encoding"));
+        headers.insert(
+            header::VARY,
+            HeaderValue::from_static("Origin, Accept-Encoding"),
+        );
         add_vary(&mut headers);
         assert_eq!(headers[header::VARY], "Origin, Accept-Encoding");
 
@@ -445,9 +474,15 @@ mod tests {
     #[test]
     fn cache_control_tokens() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, No-Transform"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, No-Transform"),
+        );
         assert!(has_token(&headers, header::CACHE_CONTROL, "no-transform"));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
         assert!(!has_token(&headers, header::CACHE_CONTROL, "no-transform"));
     }
 }

@@ -13,7 +13,6 @@ use crate::Coding;
 /// "fast" levels are allowed down to -7), br to 0..=11, gzip and deflate to
 /// 0..=9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Levels {
     /// zstd level.
     pub zstd: i32,
@@ -102,8 +101,8 @@ impl Default for CompressionLayer {
 }
 
 impl CompressionLayer {
-    /// The default setup: every enabled coding, preference zstd > br > gzip
-    /// > deflate, default [`Levels`], 1 KiB threshold, the default
+    /// The default setup: every enabled coding, preferred in the order zstd,
+    /// br, gzip, deflate; default [`Levels`]; a 1 KiB threshold; the default
     /// [`ContentTypes`].
     pub fn new() -> Self {
         Self {

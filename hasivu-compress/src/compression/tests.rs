@@ -41,13 +41,19 @@ fn decode(coding: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match coding {
         "gzip" => {
-            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "deflate" => {
-            flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out).unwrap();
+            flate2::read::ZlibDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "br" => {
-            brotli::Decompressor::new(bytes, 4096).read_to_end(&mut out).unwrap();
+            brotli::Decompressor::new(bytes, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "zstd" => out = zstd::decode_all(bytes).unwrap(),
         other => panic!("unexpected coding {other}"),
@@ -78,13 +84,24 @@ fn answer(
         let mut response = Response::new(Full::new(body.clone()));
         *response.status_mut() = status;
         for (name, value) in &headers {
-            response.headers_mut().append(*name, HeaderValue::from_static(value));
+            response
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
         }
         async move { Ok::<_, Infallible>(response) }
     })
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// A skip-rule case: name, status, response headers, method, compressed?
+type Case = (
+    &'static str,
+    StatusCode,
+    Vec<(&'static str, &'static str)>,
+    Method,
+    bool,
+);
 
 async fn collect<B>(response: Response<B>) -> (http::response::Parts, Bytes)
 where
@@ -99,15 +116,24 @@ where
 async fn every_coding_round_trips_byte_for_byte() {
     let original = menu_json(25_000);
     for coding in [Coding::Zstd, Coding::Br, Coding::Gzip, Coding::Deflate] {
-        let service = CompressionLayer::new()
-            .prefer(&[coding])
-            .layer(answer(StatusCode::OK, &[JSON], original.clone()));
+        let service = CompressionLayer::new().prefer(&[coding]).layer(answer(
+            StatusCode::OK,
+            &[JSON],
+            original.clone(),
+        ));
         let response = service.oneshot(request(coding.as_str())).await.unwrap();
         let (parts, body) = collect(response).await;
         assert_eq!(parts.headers[header::CONTENT_ENCODING], coding.as_str());
-        assert_eq!(parts.headers[header::CONTENT_LENGTH], body.len().to_string());
+        assert_eq!(
+            parts.headers[header::CONTENT_LENGTH],
+            body.len().to_string()
+        );
         assert_eq!(parts.headers[header::VARY], "accept-encoding");
-        assert!(body.len() < original.len() / 3, "{coding}: {} bytes", body.len());
+        assert!(
+            body.len() < original.len() / 3,
+            "{coding}: {} bytes",
+            body.len()
+        );
         assert_eq!(decode(coding.as_str(), &body), original, "{coding}");
     }
 }
@@ -121,7 +147,11 @@ async fn browsers_get_the_preferred_coding() {
         ("gzip, deflate", "gzip"),
     ] {
         let response = service.clone().oneshot(request(accept)).await.unwrap();
-        assert_eq!(response.headers()[header::CONTENT_ENCODING], expected, "{accept}");
+        assert_eq!(
+            response.headers()[header::CONTENT_ENCODING],
+            expected,
+            "{accept}"
+        );
     }
 }
 
@@ -134,7 +164,10 @@ async fn identity_when_nothing_acceptable_with_vary() {
         let response = service.oneshot(request(accept)).await.unwrap();
         let (parts, body) = collect(response).await;
         assert_eq!(parts.status, StatusCode::OK, "{accept}");
-        assert!(!parts.headers.contains_key(header::CONTENT_ENCODING), "{accept}");
+        assert!(
+            !parts.headers.contains_key(header::CONTENT_ENCODING),
+            "{accept}"
+        );
         assert_eq!(parts.headers[header::VARY], "accept-encoding", "{accept}");
         assert_eq!(body, original);
     }
@@ -150,10 +183,28 @@ async fn identity_when_nothing_acceptable_with_vary() {
 #[tokio::test]
 async fn skip_rules() {
     let big = menu_json(5000);
-    let cases: Vec<(&str, StatusCode, Vec<(&'static str, &'static str)>, Method, bool)> = vec![
-        ("204", StatusCode::NO_CONTENT, vec![JSON], Method::GET, false),
-        ("304", StatusCode::NOT_MODIFIED, vec![JSON], Method::GET, false),
-        ("206", StatusCode::PARTIAL_CONTENT, vec![JSON], Method::GET, false),
+    let cases: Vec<Case> = vec![
+        (
+            "204",
+            StatusCode::NO_CONTENT,
+            vec![JSON],
+            Method::GET,
+            false,
+        ),
+        (
+            "304",
+            StatusCode::NOT_MODIFIED,
+            vec![JSON],
+            Method::GET,
+            false,
+        ),
+        (
+            "206",
+            StatusCode::PARTIAL_CONTENT,
+            vec![JSON],
+            Method::GET,
+            false,
+        ),
         (
             "content-range",
             StatusCode::OK,
@@ -175,14 +226,56 @@ async fn skip_rules() {
             Method::GET,
             false,
         ),
-        ("image", StatusCode::OK, vec![("content-type", "image/png")], Method::GET, false),
-        ("zip", StatusCode::OK, vec![("content-type", "application/zip")], Method::GET, false),
-        ("no content type", StatusCode::OK, vec![], Method::GET, false),
-        ("sse", StatusCode::OK, vec![("content-type", "text/event-stream")], Method::GET, false),
+        (
+            "image",
+            StatusCode::OK,
+            vec![("content-type", "image/png")],
+            Method::GET,
+            false,
+        ),
+        (
+            "zip",
+            StatusCode::OK,
+            vec![("content-type", "application/zip")],
+            Method::GET,
+            false,
+        ),
+        (
+            "no content type",
+            StatusCode::OK,
+            vec![],
+            Method::GET,
+            false,
+        ),
+        (
+            "sse",
+            StatusCode::OK,
+            vec![("content-type", "text/event-stream")],
+            Method::GET,
+            false,
+        ),
         ("head", StatusCode::OK, vec![JSON], Method::HEAD, false),
-        ("html", StatusCode::OK, vec![("content-type", "text/html; charset=utf-8")], Method::GET, true),
-        ("problem", StatusCode::NOT_FOUND, vec![("content-type", "application/problem+json")], Method::GET, true),
-        ("identity encoding", StatusCode::OK, vec![JSON, ("content-encoding", "identity")], Method::GET, true),
+        (
+            "html",
+            StatusCode::OK,
+            vec![("content-type", "text/html; charset=utf-8")],
+            Method::GET,
+            true,
+        ),
+        (
+            "problem",
+            StatusCode::NOT_FOUND,
+            vec![("content-type", "application/problem+json")],
+            Method::GET,
+            true,
+        ),
+        (
+            "identity encoding",
+            StatusCode::OK,
+            vec![JSON, ("content-encoding", "identity")],
+            Method::GET,
+            true,
+        ),
     ];
     for (name, status, headers, method, compressed) in cases {
         let service = CompressionLayer::new().layer(answer(status, &headers, big.clone()));
@@ -190,12 +283,19 @@ async fn skip_rules() {
         *req.method_mut() = method;
         let response = service.oneshot(req).await.unwrap();
         let (parts, body) = collect(response).await;
-        let encoding = parts.headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap().to_owned());
+        let encoding = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap().to_owned());
         if compressed {
             assert_eq!(encoding.as_deref(), Some("gzip"), "{name}");
             assert_eq!(decode("gzip", &body), big, "{name}");
         } else {
-            assert!(encoding.is_none() || encoding.as_deref() == Some("gzip") && name == "already encoded", "{name}");
+            assert!(
+                encoding.is_none()
+                    || encoding.as_deref() == Some("gzip") && name == "already encoded",
+                "{name}"
+            );
             assert_eq!(body, big, "{name}: body must be untouched");
         }
     }
@@ -220,9 +320,10 @@ async fn small_bodies_are_not_compressed_but_vary() {
     assert_eq!(parts.headers[header::VARY], "accept-encoding");
     assert_eq!(body, small);
 
-    let service = CompressionLayer::new()
-        .min_size(100)
-        .layer(answer(StatusCode::OK, &[JSON], small.clone()));
+    let service =
+        CompressionLayer::new()
+            .min_size(100)
+            .layer(answer(StatusCode::OK, &[JSON], small.clone()));
     let (parts, _) = collect(service.oneshot(request("gzip")).await.unwrap()).await;
     assert_eq!(parts.headers[header::CONTENT_ENCODING], "gzip");
 }
@@ -233,16 +334,27 @@ async fn opt_outs() {
     let body = big.clone();
     let marked = service_fn(move |_req: Request<Full<Bytes>>| {
         let mut response = Response::new(Full::new(body.clone()));
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response.extensions_mut().insert(NoCompression);
         async move { Ok::<_, Infallible>(response) }
     });
-    let response = CompressionLayer::new().layer(marked).oneshot(request("gzip")).await.unwrap();
+    let response = CompressionLayer::new()
+        .layer(marked)
+        .oneshot(request("gzip"))
+        .await
+        .unwrap();
     assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
 
     let service = CompressionLayer::new()
         .compress_when(|parts: &http::response::Parts| !parts.headers.contains_key("x-secret"))
-        .layer(answer(StatusCode::OK, &[JSON, ("x-secret", "1")], big.clone()));
+        .layer(answer(
+            StatusCode::OK,
+            &[JSON, ("x-secret", "1")],
+            big.clone(),
+        ));
     let response = service.oneshot(request("gzip")).await.unwrap();
     assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
 }
@@ -251,7 +363,12 @@ async fn opt_outs() {
 async fn headers_of_compressed_responses() {
     let service = CompressionLayer::new().layer(answer(
         StatusCode::OK,
-        &[JSON, ("etag", "\"v1\""), ("accept-ranges", "bytes"), ("vary", "Origin")],
+        &[
+            JSON,
+            ("etag", "\"v1\""),
+            ("accept-ranges", "bytes"),
+            ("vary", "Origin"),
+        ],
         menu_json(5000),
     ));
     let (parts, body) = collect(service.oneshot(request("br")).await.unwrap()).await;
@@ -260,16 +377,21 @@ async fn headers_of_compressed_responses() {
     assert!(!parts.headers.contains_key(header::ACCEPT_RANGES));
     assert_eq!(parts.headers[header::VARY], "Origin, accept-encoding");
     assert_eq!(parts.headers.get_all(header::VARY).iter().count(), 1);
-    assert_eq!(parts.headers[header::CONTENT_LENGTH], body.len().to_string());
+    assert_eq!(
+        parts.headers[header::CONTENT_LENGTH],
+        body.len().to_string()
+    );
     assert!(!parts.headers.contains_key("x-original-size"));
 }
 
 #[tokio::test]
 async fn size_headers_when_asked() {
     let original = menu_json(5000);
-    let service = CompressionLayer::new()
-        .size_headers(true)
-        .layer(answer(StatusCode::OK, &[JSON], original.clone()));
+    let service = CompressionLayer::new().size_headers(true).layer(answer(
+        StatusCode::OK,
+        &[JSON],
+        original.clone(),
+    ));
     let (parts, body) = collect(service.oneshot(request("gzip")).await.unwrap()).await;
     assert_eq!(parts.headers["x-original-size"], original.len().to_string());
     assert_eq!(parts.headers["x-compressed-size"], body.len().to_string());
@@ -300,6 +422,7 @@ impl Body for ChannelBody {
     }
 }
 
+#[allow(clippy::type_complexity)]
 fn channel_service(
     content_type: &'static str,
 ) -> (
@@ -368,8 +491,12 @@ async fn slow_streams_arrive_compressed_before_they_end() {
 async fn short_streams_are_sent_as_they_are() {
     let (tx, service) = channel_service("application/json");
     let service = CompressionLayer::new().layer(service);
-    tx.send(Frame::data(Bytes::from_static(b"{\"ok\":"))).await.unwrap();
-    tx.send(Frame::data(Bytes::from_static(b"true}"))).await.unwrap();
+    tx.send(Frame::data(Bytes::from_static(b"{\"ok\":")))
+        .await
+        .unwrap();
+    tx.send(Frame::data(Bytes::from_static(b"true}")))
+        .await
+        .unwrap();
     drop(tx);
     let (parts, body) = collect(service.oneshot(request("gzip")).await.unwrap()).await;
     assert!(!parts.headers.contains_key(header::CONTENT_ENCODING));
@@ -380,19 +507,25 @@ async fn short_streams_are_sent_as_they_are() {
 #[tokio::test]
 async fn event_streams_flush_every_frame() {
     let (tx, service) = channel_service("text/event-stream");
-    let service = CompressionLayer::new().flush_every_frame(true).layer(service);
+    let service = CompressionLayer::new()
+        .flush_every_frame(true)
+        .layer(service);
     let response = service.oneshot(request("gzip")).await.unwrap();
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
     let mut body = response.into_body();
     let mut received = Vec::new();
     for i in 0..3 {
         let event = format!("data: {{\"tick\":{i}}}\n\n");
-        tx.send(Frame::data(Bytes::from(event.clone()))).await.unwrap();
+        tx.send(Frame::data(Bytes::from(event.clone())))
+            .await
+            .unwrap();
         // Each small event is decodable as soon as it was sent.
         let frame = body.frame().await.unwrap().unwrap();
         received.extend_from_slice(&frame.into_data().unwrap());
         assert!(
-            String::from_utf8(gunzip_partial(&received)).unwrap().ends_with(&event),
+            String::from_utf8(gunzip_partial(&received))
+                .unwrap()
+                .ends_with(&event),
             "event {i} not flushed"
         );
     }
@@ -425,9 +558,11 @@ async fn every_coding_streams() {
 #[tokio::test]
 async fn large_known_bodies_stream_over_the_one_shot_limit() {
     let original = menu_json(50_000);
-    let service = CompressionLayer::new()
-        .one_shot_limit(10_000)
-        .layer(answer(StatusCode::OK, &[JSON], original.clone()));
+    let service = CompressionLayer::new().one_shot_limit(10_000).layer(answer(
+        StatusCode::OK,
+        &[JSON],
+        original.clone(),
+    ));
     let (parts, body) = collect(service.oneshot(request("zstd")).await.unwrap()).await;
     assert_eq!(parts.headers[header::CONTENT_ENCODING], "zstd");
     assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
@@ -439,9 +574,11 @@ async fn levels_change_the_output() {
     let original = menu_json(50_000);
     let size = |level: u32| {
         let original = original.clone();
-        let service = CompressionLayer::new()
-            .gzip_level(level)
-            .layer(answer(StatusCode::OK, &[JSON], original.clone()));
+        let service = CompressionLayer::new().gzip_level(level).layer(answer(
+            StatusCode::OK,
+            &[JSON],
+            original.clone(),
+        ));
         async move {
             let (_, body) = collect(service.oneshot(request("gzip")).await.unwrap()).await;
             assert_eq!(decode("gzip", &body), original);
@@ -449,14 +586,20 @@ async fn levels_change_the_output() {
         }
     };
     assert!(size(1).await > size(9).await);
-    let mut fast = Levels::default();
-    fast.gzip = 1;
+    let fast = Levels {
+        gzip: 1,
+        ..Levels::default()
+    };
     let service = CompressionLayer::new()
         .gzip_level(9)
         .large_body_levels(10_000, fast)
         .layer(answer(StatusCode::OK, &[JSON], original.clone()));
     let (_, body) = collect(service.oneshot(request("gzip")).await.unwrap()).await;
-    assert_eq!(body.len(), size(1).await, "bodies over 10 000 bytes use the large-body levels");
+    assert_eq!(
+        body.len(),
+        size(1).await,
+        "bodies over 10 000 bytes use the large-body levels"
+    );
 }
 
 #[tokio::test]
@@ -469,11 +612,20 @@ async fn trailers_survive_one_shot_compression() {
         let body = Full::new(body.clone())
             .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
         let mut response = Response::new(body);
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(original.len()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(original.len()));
         async move { Ok::<_, Infallible>(response) }
     });
-    let response = CompressionLayer::new().layer(service).oneshot(request("gzip")).await.unwrap();
+    let response = CompressionLayer::new()
+        .layer(service)
+        .oneshot(request("gzip"))
+        .await
+        .unwrap();
     let collected = response.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["x-done"], "yes");
 }
@@ -493,10 +645,16 @@ async fn body_errors_reach_the_client() {
     }
     let service = service_fn(|_req: Request<Full<Bytes>>| async {
         let mut response = Response::new(Failing);
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         Ok::<_, Infallible>(response)
     });
-    let response = CompressionLayer::new().layer(service).oneshot(request("gzip")).await.unwrap();
+    let response = CompressionLayer::new()
+        .layer(service)
+        .oneshot(request("gzip"))
+        .await
+        .unwrap();
     let error: BoxError = response.into_body().collect().await.unwrap_err();
     assert_eq!(error.to_string(), "disk gone");
 }
@@ -506,7 +664,9 @@ async fn works_in_a_service_builder_and_keeps_poll_ready() {
     let mut service = ServiceBuilder::new()
         .layer(CompressionLayer::new())
         .service(answer(StatusCode::OK, &[JSON], menu_json(2000)));
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .unwrap();
     let response = service.call(request("gzip")).await.unwrap();
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
 }
