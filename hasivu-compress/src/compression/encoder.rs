@@ -6,12 +6,22 @@
 // A build without any coding still compiles the layer (it then only adds
 // `Vary`); the codec plumbing is dead code there.
 #![cfg_attr(
-    not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")),
+    not(any(
+        feature = "zstd",
+        feature = "br",
+        feature = "gzip",
+        feature = "deflate"
+    )),
     allow(dead_code, unreachable_code, unused_variables)
 )]
 
 use std::io;
-#[cfg(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate"))]
+#[cfg(any(
+    feature = "zstd",
+    feature = "br",
+    feature = "gzip",
+    feature = "deflate"
+))]
 use std::io::Write;
 
 use bytes::Bytes;
@@ -177,7 +187,12 @@ pub(crate) enum StreamEncoder {
     #[cfg(feature = "deflate")]
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
     /// Keeps the enum inhabited-in-type when no coding is enabled.
-    #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+    #[cfg(not(any(
+        feature = "zstd",
+        feature = "br",
+        feature = "gzip",
+        feature = "deflate"
+    )))]
     None(std::convert::Infallible),
 }
 
@@ -231,7 +246,12 @@ impl StreamEncoder {
             Self::Gzip(e) => e.write_all(input),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.write_all(input),
-            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            #[cfg(not(any(
+                feature = "zstd",
+                feature = "br",
+                feature = "gzip",
+                feature = "deflate"
+            )))]
             Self::None(never) => match *never {},
         }
     }
@@ -247,7 +267,12 @@ impl StreamEncoder {
             Self::Gzip(e) => e.flush(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.flush(),
-            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            #[cfg(not(any(
+                feature = "zstd",
+                feature = "br",
+                feature = "gzip",
+                feature = "deflate"
+            )))]
             Self::None(never) => match *never {},
         }
     }
@@ -271,7 +296,12 @@ impl StreamEncoder {
             Self::Gzip(e) => e.try_finish(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.try_finish(),
-            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            #[cfg(not(any(
+                feature = "zstd",
+                feature = "br",
+                feature = "gzip",
+                feature = "deflate"
+            )))]
             Self::None(never) => match *never {},
         }
     }
@@ -289,7 +319,12 @@ impl StreamEncoder {
             Self::Gzip(e) => e.get_mut(),
             #[cfg(feature = "deflate")]
             Self::Deflate(e) => e.get_mut(),
-            #[cfg(not(any(feature = "zstd", feature = "br", feature = "gzip", feature = "deflate")))]
+            #[cfg(not(any(
+                feature = "zstd",
+                feature = "br",
+                feature = "gzip",
+                feature = "deflate"
+            )))]
             Self::None(never) => match *never {},
         };
         Bytes::from(std::mem::take(buffer))

@@ -109,5 +109,11 @@ pub use predicate::{Always, ContentTypes, NoCompression, Predicate};
 pub use service::Compression;
 
 // The tests decode every coding, so they need all of them.
-#[cfg(all(test, feature = "br", feature = "zstd", feature = "gzip", feature = "deflate"))]
+#[cfg(all(
+    test,
+    feature = "br",
+    feature = "zstd",
+    feature = "gzip",
+    feature = "deflate"
+))]
 mod tests;
