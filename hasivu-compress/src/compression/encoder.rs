@@ -37,7 +37,7 @@ const ZSTD_MAX_WINDOW_LOG: u32 = 23;
 /// Brotli window for streamed bodies (512 KiB, as ngx_brotli): bounds the
 /// memory a streamed response holds.
 #[cfg(feature = "br")]
-const BR_STREAM_WINDOW_LOG: u32 = 19;
+const BR_STREAM_WINDOW_LOG: u8 = 19;
 
 /// Compresses `input` whole. Codec contexts (zstd, zlib) are kept per thread
 /// and reset between calls instead of being allocated for every response.
@@ -99,31 +99,57 @@ fn window_log_for(level: i32) -> u32 {
     if level <= 19 { ZSTD_MAX_WINDOW_LOG } else { 27 }
 }
 
+/// Brotli windows: 1 MiB for bodies compressed whole (the compressor is
+/// kept per thread, so its window is memory held for good), 512 KiB for
+/// streamed ones (as ngx_brotli).
 #[cfg(feature = "br")]
-fn br_params(quality: u32, size_hint: Option<usize>) -> brotli::enc::BrotliEncoderParams {
-    let lgwin = match size_hint {
-        // A window just large enough for the body: less to allocate and
-        // clear, same output (ngx_brotli does the same).
-        Some(len) => (usize::BITS - len.max(1).leading_zeros()).clamp(10, 22) as i32,
-        None => BR_STREAM_WINDOW_LOG as i32,
-    };
-    let mut params = brotli::enc::BrotliEncoderParams {
-        quality: quality.min(11) as i32,
-        lgwin,
-        ..Default::default()
-    };
-    if let Some(len) = size_hint {
-        params.size_hint = len;
-    }
-    params
-}
+const BR_ONE_SHOT_WINDOW_LOG: u8 = 20;
 
 #[cfg(feature = "br")]
+fn br_config(quality: u32, window_log: u8) -> io::Result<mbrotli::EncoderConfig> {
+    use mbrotli::{Quality, Window};
+    let quality = match quality {
+        0 => Quality::Q0,
+        1 => Quality::Q1,
+        2 => Quality::Q2,
+        3 => Quality::Q3,
+        4 => Quality::Q4,
+        5 => Quality::Q5,
+        6 => Quality::Q6,
+        7 => Quality::Q7,
+        8 => Quality::Q8,
+        9 => Quality::Q9,
+        10 => Quality::Q10,
+        _ => Quality::Q11,
+    };
+    let window = Window::standard(window_log).map_err(io::Error::other)?;
+    Ok(mbrotli::EncoderConfig::default()
+        .with_quality(quality)
+        .with_window(window))
+}
+
+/// Brotli through mbrotli, a safe-Rust port of Google's encoder that is
+/// markedly faster than the `brotli` crate at the low qualities used for
+/// dynamic content, with a compressor that keeps its working memory between
+/// payloads.
+#[cfg(feature = "br")]
 fn br_once(quality: u32, input: &[u8]) -> io::Result<Vec<u8>> {
-    let params = br_params(quality, Some(input.len()));
-    let mut out = Vec::with_capacity(input.len() / 4 + 64);
-    brotli::enc::BrotliCompress(&mut &input[..], &mut out, &params)?;
-    Ok(out)
+    use mbrotli::Compressor;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static CONTEXT: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
+    }
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if !matches!(&*slot, Some((q, _)) if *q == quality) {
+            let compressor = Compressor::new(br_config(quality, BR_ONE_SHOT_WINDOW_LOG)?)
+                .map_err(io::Error::other)?;
+            *slot = Some((quality, compressor));
+        }
+        let (_, compressor) = slot.as_mut().expect("context was just set");
+        compressor.compress(input).map_err(io::Error::other)
+    })
 }
 
 #[cfg(any(feature = "gzip", feature = "deflate"))]
@@ -212,12 +238,7 @@ impl StreamEncoder {
                 Ok(Self::Zstd(encoder))
             }
             #[cfg(feature = "br")]
-            Coding::Br => {
-                let params = br_params(levels.br, None);
-                Ok(Self::Br(BrEncoder::Writing(Box::new(
-                    brotli::CompressorWriter::with_params(Vec::new(), 4096, &params),
-                ))))
-            }
+            Coding::Br => Ok(Self::Br(BrEncoder::new(levels.br)?)),
             #[cfg(feature = "gzip")]
             Coding::Gzip => Ok(Self::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -241,7 +262,7 @@ impl StreamEncoder {
             #[cfg(feature = "zstd")]
             Self::Zstd(e) => e.write_all(input),
             #[cfg(feature = "br")]
-            Self::Br(e) => e.writer()?.write_all(input),
+            Self::Br(e) => e.run(input, mbrotli::Operation::Process),
             #[cfg(feature = "gzip")]
             Self::Gzip(e) => e.write_all(input),
             #[cfg(feature = "deflate")]
@@ -262,7 +283,7 @@ impl StreamEncoder {
             #[cfg(feature = "zstd")]
             Self::Zstd(e) => e.flush(),
             #[cfg(feature = "br")]
-            Self::Br(e) => e.writer()?.flush(),
+            Self::Br(e) => e.run(&[], mbrotli::Operation::Flush),
             #[cfg(feature = "gzip")]
             Self::Gzip(e) => e.flush(),
             #[cfg(feature = "deflate")]
@@ -283,15 +304,7 @@ impl StreamEncoder {
             #[cfg(feature = "zstd")]
             Self::Zstd(e) => e.do_finish(),
             #[cfg(feature = "br")]
-            Self::Br(e) => {
-                if let BrEncoder::Writing(writer) =
-                    std::mem::replace(e, BrEncoder::Finished(Vec::new()))
-                {
-                    // `into_inner` writes the end of the stream.
-                    *e = BrEncoder::Finished(writer.into_inner());
-                }
-                Ok(())
-            }
+            Self::Br(e) => e.run(&[], mbrotli::Operation::Finish),
             #[cfg(feature = "gzip")]
             Self::Gzip(e) => e.try_finish(),
             #[cfg(feature = "deflate")]
@@ -312,9 +325,7 @@ impl StreamEncoder {
             #[cfg(feature = "zstd")]
             Self::Zstd(e) => e.get_mut(),
             #[cfg(feature = "br")]
-            Self::Br(BrEncoder::Writing(w)) => w.get_mut(),
-            #[cfg(feature = "br")]
-            Self::Br(BrEncoder::Finished(out)) => out,
+            Self::Br(e) => &mut e.output,
             #[cfg(feature = "gzip")]
             Self::Gzip(e) => e.get_mut(),
             #[cfg(feature = "deflate")]
@@ -331,20 +342,49 @@ impl StreamEncoder {
     }
 }
 
-/// Brotli's writer finishes only by value; this keeps its output around.
+/// A brotli stream with the output it produced so far.
 #[cfg(feature = "br")]
-pub(crate) enum BrEncoder {
-    Writing(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Finished(Vec<u8>),
+pub(crate) struct BrEncoder {
+    session: mbrotli::EncoderSessionOwned,
+    scratch: Box<[u8]>,
+    output: Vec<u8>,
 }
 
 #[cfg(feature = "br")]
 impl BrEncoder {
-    fn writer(&mut self) -> io::Result<&mut brotli::CompressorWriter<Vec<u8>>> {
-        match self {
-            BrEncoder::Writing(w) => Ok(w),
-            BrEncoder::Finished(_) => {
-                Err(io::Error::other("the brotli stream is already finished"))
+    fn new(quality: u32) -> io::Result<Self> {
+        let compressor = mbrotli::Compressor::new(br_config(quality, BR_STREAM_WINDOW_LOG)?)
+            .map_err(io::Error::other)?;
+        Ok(Self {
+            session: compressor
+                .into_session(mbrotli::StreamConfig::default())
+                .map_err(io::Error::other)?,
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            output: Vec::new(),
+        })
+    }
+
+    /// Feeds `input` with `operation` until the session wants more input
+    /// (or, for `Finish`, has finished), collecting the output.
+    fn run(&mut self, mut input: &[u8], operation: mbrotli::Operation) -> io::Result<()> {
+        use mbrotli::{EncoderStatus, Operation};
+        loop {
+            let progress = self
+                .session
+                .process(input, &mut self.scratch, operation)
+                .map_err(io::Error::other)?;
+            input = &input[progress.consumed..];
+            self.output
+                .extend_from_slice(&self.scratch[..progress.produced]);
+            let done = match progress.status {
+                EncoderStatus::NeedsOutput => false,
+                EncoderStatus::Finished => true,
+                EncoderStatus::NeedsInput => {
+                    input.is_empty() && !matches!(operation, Operation::Finish)
+                }
+            };
+            if done {
+                return Ok(());
             }
         }
     }

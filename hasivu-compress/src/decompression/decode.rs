@@ -124,7 +124,7 @@ enum Stage {
     #[cfg(feature = "deflate")]
     Deflate(flate2::write::ZlibDecoder<Capped>),
     #[cfg(feature = "br")]
-    Br(brotli::DecompressorWriter<Capped>),
+    Br(brotli_decompressor::DecompressorWriter<Capped>),
     #[cfg(feature = "zstd")]
     Zstd(zstd::stream::write::Decoder<'static, Capped>),
     /// Keeps the matches below well-formed in builds without any codec.
@@ -149,7 +149,7 @@ impl Stage {
             // HTTP's `deflate` is the zlib format (RFC 9110 §8.4.1.2).
             Coding::Deflate => Ok(Stage::Deflate(flate2::write::ZlibDecoder::new(sink))),
             #[cfg(feature = "br")]
-            Coding::Br => Ok(Stage::Br(brotli::DecompressorWriter::new(
+            Coding::Br => Ok(Stage::Br(brotli_decompressor::DecompressorWriter::new(
                 sink,
                 BROTLI_BUFFER,
             ))),
