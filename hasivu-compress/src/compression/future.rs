@@ -16,13 +16,15 @@ use super::{
     layer::Config,
     predicate::is_event_stream,
 };
-use crate::{BoxError, Coding};
+use crate::{BoxError, Coding, negotiate};
 
 pin_project! {
     /// The response future of [`Compression`](super::Compression).
     pub struct ResponseFuture<F, B, P> {
         #[pin]
         state: State<F, B>,
+        accept: Accept,
+        // Negotiated once the response turns out to be worth compressing.
         coding: Coding,
         head: bool,
         config: Arc<Config>,
@@ -35,18 +37,23 @@ pin_project! {
     #[project_replace = StateReplace]
     enum State<F, B> {
         Inner { #[pin] future: F },
-        // Reading the body before the headers go out: to the end when its
-        // size is known (one-shot compression), else up to the threshold.
-        // Boxed so that it can move into the response body afterwards.
-        Collecting {
-            body: Pin<Box<B>>,
-            parts: Parts,
-            buffer: Vec<u8>,
-            known_size: bool,
-            trailers: Option<HeaderMap>,
-        },
+        // Reading the body before the headers go out. Boxed: it is only
+        // needed on the compressing path, and a small future is cheaper to
+        // move on every other one.
+        Collecting { collect: Box<Collect<B>> },
         Done,
     }
+}
+
+/// Reading the body: to the end when its size is known (one-shot
+/// compression), else up to the threshold.
+struct Collect<B> {
+    // Boxed so that it can move into the response body afterwards.
+    body: Pin<Box<B>>,
+    parts: Parts,
+    buffer: Vec<u8>,
+    known_size: bool,
+    trailers: Option<HeaderMap>,
 }
 
 impl<F, B, P> std::fmt::Debug for ResponseFuture<F, B, P> {
@@ -60,14 +67,15 @@ impl<F, B, P> std::fmt::Debug for ResponseFuture<F, B, P> {
 impl<F, B, P> ResponseFuture<F, B, P> {
     pub(crate) fn new(
         future: F,
-        coding: Coding,
+        accept: Accept,
         head: bool,
         config: Arc<Config>,
         predicate: P,
     ) -> Self {
         Self {
             state: State::Inner { future },
-            coding,
+            accept,
+            coding: Coding::Identity,
             head,
             config,
             predicate,
@@ -95,7 +103,7 @@ where
                     match plan(
                         &mut parts,
                         &body,
-                        *this.coding,
+                        this.accept,
                         *this.head,
                         this.config,
                         this.predicate,
@@ -107,7 +115,8 @@ where
                                 CompressionBody::passthrough(body),
                             )));
                         }
-                        Plan::Stream => {
+                        Plan::Stream(coding) => {
+                            *this.coding = coding;
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(stream(
                                 parts,
@@ -118,24 +127,31 @@ where
                             )));
                         }
                         Plan::Collect {
+                            coding,
                             capacity,
                             known_size,
-                        } => this.state.set(State::Collecting {
-                            body: Box::pin(body),
-                            parts,
-                            buffer: Vec::with_capacity(capacity),
-                            known_size,
-                            trailers: None,
-                        }),
+                        } => {
+                            *this.coding = coding;
+                            this.state.set(State::Collecting {
+                                collect: Box::new(Collect {
+                                    body: Box::pin(body),
+                                    parts,
+                                    buffer: Vec::with_capacity(capacity),
+                                    known_size,
+                                    trailers: None,
+                                }),
+                            });
+                        }
                     }
                 }
-                StateProj::Collecting {
-                    body,
-                    buffer,
-                    known_size,
-                    trailers,
-                    ..
-                } => {
+                StateProj::Collecting { collect } => {
+                    let Collect {
+                        body,
+                        buffer,
+                        known_size,
+                        trailers,
+                        ..
+                    } = &mut **collect;
                     let ended = loop {
                         if !*known_size && buffer.len() as u64 >= this.config.min_size {
                             break false;
@@ -158,11 +174,12 @@ where
                                 }
                             },
                             Some(Err(e)) => {
-                                let StateReplace::Collecting { parts, .. } =
+                                let StateReplace::Collecting { collect } =
                                     this.state.project_replace(State::Done)
                                 else {
                                     unreachable!()
                                 };
+                                let parts = collect.parts;
                                 // The client sees the body fail, as it would have
                                 // without this layer.
                                 return Poll::Ready(Ok(Response::from_parts(
@@ -173,16 +190,18 @@ where
                             None => break true,
                         }
                     };
-                    let StateReplace::Collecting {
+                    let StateReplace::Collecting { collect } =
+                        this.state.project_replace(State::Done)
+                    else {
+                        unreachable!()
+                    };
+                    let Collect {
                         body,
                         parts,
                         buffer,
                         trailers,
                         ..
-                    } = this.state.project_replace(State::Done)
-                    else {
-                        unreachable!()
-                    };
+                    } = *collect;
                     let response = if ended {
                         whole::<B>(parts, buffer, trailers, *this.coding, this.config)
                     } else {
@@ -204,8 +223,44 @@ where
 
 enum Plan {
     Passthrough,
-    Stream,
-    Collect { capacity: usize, known_size: bool },
+    Stream(Coding),
+    Collect {
+        coding: Coding,
+        capacity: usize,
+        known_size: bool,
+    },
+}
+
+/// The request's `Accept-Encoding` lines, kept (cheap `Bytes` clones) so
+/// that negotiation runs only for responses worth compressing.
+#[derive(Debug)]
+pub(crate) enum Accept {
+    Absent,
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl Accept {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let mut lines = headers.get_all(header::ACCEPT_ENCODING).iter();
+        match (lines.next(), lines.next()) {
+            (None, _) => Accept::Absent,
+            (Some(one), None) => Accept::One(one.clone()),
+            (Some(first), Some(second)) => {
+                let mut all = vec![first.clone(), second.clone()];
+                all.extend(lines.cloned());
+                Accept::Many(all)
+            }
+        }
+    }
+
+    fn negotiate(&self, preference: &[Coding]) -> Coding {
+        match self {
+            Accept::Absent => Coding::Identity,
+            Accept::One(line) => negotiate([line], preference),
+            Accept::Many(lines) => negotiate(lines, preference),
+        }
+    }
 }
 
 /// Decides from the response head what to do with the body, and adds
@@ -214,82 +269,122 @@ enum Plan {
 fn plan<B: Body, P: Predicate>(
     parts: &mut Parts,
     body: &B,
-    coding: Coding,
+    accept: &Accept,
     head: bool,
     config: &Config,
     predicate: &P,
 ) -> Plan {
-    if !compressible(parts, config, predicate) {
+    let Some(response_head) = compressible(parts, config, predicate) else {
+        return Plan::Passthrough;
+    };
+    if response_head.has_vary {
+        add_vary(&mut parts.headers);
+    } else {
+        parts
+            .headers
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if head {
         return Plan::Passthrough;
     }
-    add_vary(&mut parts.headers);
-    if coding == Coding::Identity || head {
+    let size = response_head
+        .content_length
+        .or_else(|| body.size_hint().exact());
+    if size.is_some_and(|size| size < config.min_size) {
         return Plan::Passthrough;
     }
-    let size = content_length(&parts.headers).or_else(|| body.size_hint().exact());
+    let coding = accept.negotiate(&config.preference);
+    if coding == Coding::Identity {
+        return Plan::Passthrough;
+    }
     match size {
-        Some(size) if size < config.min_size => Plan::Passthrough,
         Some(size) if size <= config.one_shot_limit => Plan::Collect {
+            coding,
             capacity: usize::try_from(size).unwrap_or(0),
             known_size: true,
         },
-        Some(_) => Plan::Stream,
-        None if config.flush_every_frame => Plan::Stream,
+        Some(_) => Plan::Stream(coding),
+        None if config.flush_every_frame => Plan::Stream(coding),
         None => Plan::Collect {
+            coding,
             capacity: usize::try_from(config.min_size).unwrap_or(0).min(64 * 1024),
             known_size: false,
         },
     }
 }
 
-/// The rules that do not depend on the negotiated coding.
-fn compressible<P: Predicate>(parts: &Parts, config: &Config, predicate: &P) -> bool {
+/// What the plan needs from the response head, read in one pass.
+struct Head {
+    content_length: Option<u64>,
+    has_vary: bool,
+}
+
+/// The rules that do not depend on the negotiated coding; `None` when the
+/// response must go out untouched.
+fn compressible<P: Predicate>(parts: &Parts, config: &Config, predicate: &P) -> Option<Head> {
     let status = parts.status;
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status == StatusCode::PARTIAL_CONTENT
     {
-        return false;
+        return None;
     }
-    let headers = &parts.headers;
-    if headers.contains_key(header::CONTENT_RANGE) {
-        return false;
-    }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && !encoding
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"identity")
-    {
-        return false;
-    }
-    if has_token(headers, header::CACHE_CONTROL, "no-transform") {
-        return false;
-    }
-    let Some(content_type) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+    // One pass over the (usually few) headers instead of a lookup per rule.
+    let mut head = Head {
+        content_length: None,
+        has_vary: false,
     };
+    let mut content_type = None;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_TYPE {
+            content_type = Some(value);
+        } else if name == header::CONTENT_ENCODING {
+            if !value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"identity")
+            {
+                return None;
+            }
+        } else if name == header::CONTENT_RANGE {
+            return None;
+        } else if name == header::CACHE_CONTROL {
+            if lists_token(value, "no-transform") {
+                return None;
+            }
+        } else if name == header::CONTENT_LENGTH {
+            head.content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+        } else if name == header::VARY {
+            head.has_vary = true;
+        }
+    }
+    let content_type = content_type?.to_str().ok()?;
     if !config.content_types.matches(content_type)
         || (!config.flush_every_frame && is_event_stream(content_type))
     {
-        return false;
+        return None;
     }
-    parts.extensions.get::<NoCompression>().is_none() && predicate.should_compress(parts)
+    (parts.extensions.get::<NoCompression>().is_none() && predicate.should_compress(parts))
+        .then_some(head)
+}
+
+/// Whether a comma-separated header value lists `token` (ignoring case and
+/// any `=value`).
+fn lists_token(value: &HeaderValue, token: &str) -> bool {
+    value.as_bytes().split(|b| *b == b',').any(|item| {
+        let item = item.trim_ascii();
+        let name = item.split(|b| *b == b'=').next().unwrap_or(item);
+        name.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+    })
 }
 
 /// Whether any line of a comma-separated header lists `token`.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value.as_bytes().split(|b| *b == b',').any(|item| {
-            let item = item.trim_ascii();
-            let name = item.split(|b| *b == b'=').next().unwrap_or(item);
-            name.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
-        })
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|value| lists_token(value, token))
 }
 
 /// Adds `Accept-Encoding` to `Vary`, merging with what is there and never
@@ -312,16 +407,6 @@ fn add_vary(headers: &mut HeaderMap) {
     if let Ok(value) = HeaderValue::from_bytes(&merged) {
         headers.insert(header::VARY, value);
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The headers of a response whose body is now encoded with `coding`.

@@ -109,25 +109,40 @@ impl ContentTypes {
 
     /// Whether a `Content-Type` value is on the list.
     pub fn matches(&self, content_type: &str) -> bool {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        let Some((top, sub)) = essence.split_once('/') else {
+        let essence = essence(content_type.as_bytes());
+        // Byte searches: this runs for every response.
+        let Some(slash) = essence.iter().position(|b| *b == b'/') else {
             return false;
         };
-        let eq = |a: &str, b: &String| a.eq_ignore_ascii_case(b);
-        self.exact.iter().any(|e| eq(essence, e))
-            || self.types.iter().any(|t| eq(top, t))
-            || sub
-                .rsplit_once('+')
-                .is_some_and(|(_, suffix)| self.suffixes.iter().any(|s| eq(suffix, s)))
+        let (top, sub) = (&essence[..slash], &essence[slash + 1..]);
+        self.exact
+            .iter()
+            .any(|e| essence.eq_ignore_ascii_case(e.as_bytes()))
+            || self
+                .types
+                .iter()
+                .any(|t| top.eq_ignore_ascii_case(t.as_bytes()))
+            || sub.iter().rposition(|b| *b == b'+').is_some_and(|plus| {
+                let suffix = &sub[plus + 1..];
+                self.suffixes
+                    .iter()
+                    .any(|s| suffix.eq_ignore_ascii_case(s.as_bytes()))
+            })
     }
+}
+
+/// The media type without parameters: `text/html; charset=utf-8` → `text/html`.
+fn essence(content_type: &[u8]) -> &[u8] {
+    let end = content_type
+        .iter()
+        .position(|b| *b == b';')
+        .unwrap_or(content_type.len());
+    content_type[..end].trim_ascii()
 }
 
 /// Whether a `Content-Type` is `text/event-stream`.
 pub(crate) fn is_event_stream(content_type: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+    essence(content_type.as_bytes()).eq_ignore_ascii_case(b"text/event-stream")
 }
 
 #[cfg(test)]

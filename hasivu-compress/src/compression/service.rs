@@ -9,9 +9,11 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::{
-    Always, CompressionBody, CompressionLayer, Predicate, future::ResponseFuture, layer::Config,
+    Always, CompressionBody, CompressionLayer, Predicate,
+    future::{Accept, ResponseFuture},
+    layer::Config,
 };
-use crate::{BoxError, negotiate_headers};
+use crate::BoxError;
 
 /// Compresses the responses of the inner service; see the [module
 /// docs](super).
@@ -72,12 +74,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // Decided before the handler runs, from the request alone.
-        let coding = negotiate_headers(req.headers(), &self.config.preference);
+        // The coding depends on the request alone; it is negotiated after
+        // the handler only for responses that turn out to be compressible.
+        let accept = Accept::from_headers(req.headers());
         let head = req.method() == Method::HEAD;
         ResponseFuture::new(
             self.inner.call(req),
-            coding,
+            accept,
             head,
             Arc::clone(&self.config),
             self.predicate.clone(),
