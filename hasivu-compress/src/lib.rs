@@ -1,31 +1,60 @@
-//! Response compression, safe request decompression and JSON field selection
-//! for tower services.
+//! Response compression, bounded request decompression and JSON field
+//! selection for tower services.
 //!
-//! `hasivu-compress` provides:
+//! - [`CompressionLayer`] compresses responses with zstd, brotli, gzip or
+//!   deflate: RFC 9110 negotiation with a server preference for ties,
+//!   identity instead of a late 406, a size threshold that also works for
+//!   streamed bodies, a content-type allow-list, `no-transform`, correct
+//!   `Vary`, `ETag` and `Content-Length`, one-shot compression with reused
+//!   codec contexts for bodies of known length, and frame-by-frame
+//!   compression that flushes while the source waits for streams. See
+//!   [`compression`].
+//! - [`RequestDecompressionLayer`] decodes compressed request bodies with a
+//!   hard cap on decoded bytes (a 1 KiB brotli body cannot become 1 GiB):
+//!   413, 415 and 400 answers as `application/problem+json`. See
+//!   [`decompression`].
+//! - [`FieldSelectionLayer`] (feature `fields`) prunes JSON responses to
+//!   `?fields=id,email,school.name` before they are compressed. See
+//!   `fields`.
+//! - [`negotiate`] is the negotiation as a pure function, so other layers
+//!   (an HTTP cache storing encoded variants) can key on its result.
 //!
-//! - **A compression layer** for `br`, `zstd`, `gzip` and `deflate` with
-//!   RFC 9110 §12.5.3 negotiation (q-values, `*`, `identity;q=0`), a
-//!   configurable server preference for ties, identity instead of a late 406,
-//!   a size threshold that also works for bodies of unknown length, a
-//!   content-type allow-list, `Cache-Control: no-transform`, correct `Vary`,
-//!   `ETag` and `Content-Length` handling, and per-frame flushing for
-//!   streamed responses. Levels are set per coding, with defaults chosen
-//!   from measurements.
-//! - **A request decompression layer** with a hard cap on decoded bytes, so a
-//!   small compressed body cannot expand into gigabytes.
-//! - **JSON field selection** (`?fields=id,email,school.name`) that prunes a
-//!   response to what the client asked for before it is compressed.
+//! ```
+//! # #[cfg(feature = "fields")] {
+//! use axum::{Json, Router, routing::get};
+//! use hasivu_compress::{CompressionLayer, FieldSelectionLayer, RequestDecompressionLayer};
+//! use tower::ServiceBuilder;
 //!
-//! The negotiation is a public pure function ([`negotiate`]), so other
-//! layers (such as an HTTP cache storing encoded variants) can key on its
-//! result.
+//! let app: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { Json(serde_json::json!({"id": 7, "email": "a@b"})) }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .layer(RequestDecompressionLayer::new()) // uploads: decoded, capped at 1 MiB
+//!             .layer(CompressionLayer::new()) // answers: zstd, br or gzip
+//!             .layer(FieldSelectionLayer::new()), // ?fields=… pruned before compression
+//!     );
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `zstd` | yes | zstd (C libzstd through the `zstd` crate; 8 MiB window cap) |
+//! | `br` | yes | brotli: encoding through `mbrotli` (safe Rust), decoding through `brotli-decompressor` |
+//! | `gzip` | yes | gzip through flate2's `zlib-rs` backend |
+//! | `deflate` | no | deflate (zlib format) through flate2's `zlib-rs` backend |
+//! | `fields` | no | JSON field selection (`serde_json`, `percent-encoding`) |
+//! | `full` | no | all of the above |
 //!
 //! # Where this comes from
 //!
 //! This crate serves sections 4.1 (response compression), 4.2 (efficient data
 //! fetching) and 4.3 (payload limits) of the HASIVU performance report. The
-//! report compresses dynamic responses with brotli at quality 11, which runs
-//! at well under 1 MB/s; no default here comes near that level.
+//! report compresses dynamic responses with brotli at quality 11 (Node's
+//! default), which runs at well under 1 MB/s, base64-encodes the result,
+//! and reports the base64 length as the compressed size; no default here
+//! comes near that level, and the optional size headers count real bytes.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod coding;
