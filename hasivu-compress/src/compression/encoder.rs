@@ -79,12 +79,11 @@ fn zstd_once(level: i32, input: &[u8]) -> io::Result<Vec<u8>> {
         let reuse = matches!(&*slot, Some((l, _)) if *l == level);
         if !reuse {
             let mut compressor = Compressor::new(level)?;
-            // The frame records the content size, so the window never exceeds
-            // the input; the explicit cap matters only for very large inputs
-            // at the highest levels.
-            compressor.set_parameter(CParameter::WindowLog(
-                ZSTD_MAX_WINDOW_LOG.min(window_log_for(level)),
-            ))?;
+            // zstd shrinks the window to the input it is given whole; only
+            // levels above 19 would otherwise pass RFC 9659's cap.
+            if level > 19 {
+                compressor.set_parameter(CParameter::WindowLog(ZSTD_MAX_WINDOW_LOG))?;
+            }
             *slot = Some((level, compressor));
         }
         let (_, compressor) = slot.as_mut().expect("context was just set");
@@ -92,12 +91,10 @@ fn zstd_once(level: i32, input: &[u8]) -> io::Result<Vec<u8>> {
     })
 }
 
-/// The window log zstd picks by default for large inputs at `level`, capped
-/// by RFC 9659 (levels up to 19 stay at or under 23 already).
+/// zstd window for streamed bodies (512 KiB): the window is allocated per
+/// response, and a stream's frames rarely repeat across more than that.
 #[cfg(feature = "zstd")]
-fn window_log_for(level: i32) -> u32 {
-    if level <= 19 { ZSTD_MAX_WINDOW_LOG } else { 27 }
-}
+const ZSTD_STREAM_WINDOW_LOG: u32 = 19;
 
 /// Brotli windows: 1 MiB for bodies compressed whole (the compressor is
 /// kept per thread, so its window is memory held for good), 512 KiB for
@@ -234,7 +231,7 @@ impl StreamEncoder {
             #[cfg(feature = "zstd")]
             Coding::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?;
-                encoder.window_log(window_log_for(levels.zstd).min(ZSTD_MAX_WINDOW_LOG))?;
+                encoder.window_log(ZSTD_STREAM_WINDOW_LOG)?;
                 Ok(Self::Zstd(encoder))
             }
             #[cfg(feature = "br")]

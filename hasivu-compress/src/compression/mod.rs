@@ -69,8 +69,9 @@
 //! compressed in one call with a per-thread codec context that is reused
 //! across responses; this is where most of the speed over tower-http comes
 //! from. Other bodies are compressed frame by frame as they arrive, holding
-//! one frame plus the codec state (brotli streams use a 512 KiB window,
-//! zstd at most 8 MiB as RFC 9659 requires). Whenever the inner body has no
+//! one frame plus the codec state (brotli and zstd streams use a 512 KiB
+//! window, gzip 32 KiB; RFC 9659 allows zstd at most 8 MiB, which no level
+//! here exceeds). Whenever the inner body has no
 //! frame ready, the output so far is flushed, so a slow stream reaches the
 //! client as it is produced instead of waiting for the next frame
 //! (tower-http#292); [`flush_every_frame`](CompressionLayer::flush_every_frame)

@@ -670,3 +670,39 @@ async fn works_in_a_service_builder_and_keeps_poll_ready() {
     let response = service.call(request("gzip")).await.unwrap();
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
 }
+
+/// Decodes zstd the way Chrome does: refusing windows over 8 MiB (RFC 9659).
+fn unzstd_rfc9659(bytes: &[u8]) -> Vec<u8> {
+    let mut decoder = zstd::stream::read::Decoder::new(bytes).unwrap();
+    decoder.window_log_max(23).unwrap();
+    let mut out = Vec::new();
+    decoder.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn zstd_windows_stay_within_rfc_9659_at_every_level() {
+    let original = menu_json(300_000);
+    for level in [1, 3, 19, 22] {
+        // Whole.
+        let service = CompressionLayer::new().zstd_level(level).layer(answer(
+            StatusCode::OK,
+            &[JSON],
+            original.clone(),
+        ));
+        let (_, body) = collect(service.oneshot(request("zstd")).await.unwrap()).await;
+        assert_eq!(unzstd_rfc9659(&body), original, "level {level}, whole");
+        // Streamed.
+        let (tx, service) = channel_service("application/json");
+        let service = CompressionLayer::new().zstd_level(level).layer(service);
+        for chunk in original.chunks(64 * 1024) {
+            tx.send(Frame::data(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let (parts, body) = collect(service.oneshot(request("zstd")).await.unwrap()).await;
+        assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(unzstd_rfc9659(&body), original, "level {level}, streamed");
+    }
+}
