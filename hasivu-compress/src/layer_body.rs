@@ -1,5 +1,5 @@
-//! The response body of layers that either pass the service's body through
-//! or answer with bytes of their own.
+//! The body of layers that either pass a body through or replace it with
+//! bytes of their own.
 
 use std::{
     pin::Pin,
@@ -12,12 +12,13 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The body of a response from a layer of this crate that either passed
-    /// the inner service's body through unchanged or replaced it with bytes
-    /// of its own (a problem answer, a pruned JSON document).
+    /// A body that a layer of this crate either passed through unchanged or
+    /// replaced with bytes of its own: a problem answer or a pruned JSON
+    /// document in a response, decoded bytes in a request
+    /// ([`DecompressedBody`](crate::decompression::DecompressedBody)).
     ///
-    /// Errors are the inner body's own, so the layer keeps the service's
-    /// error types.
+    /// Errors are the original body's own, so the layers keep the body and
+    /// service error types.
     #[derive(Debug)]
     pub struct LayerBody<B> {
         #[pin]
@@ -35,7 +36,7 @@ pin_project! {
 }
 
 impl<B> LayerBody<B> {
-    /// The inner service's body, unchanged.
+    /// The original body, unchanged.
     pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },

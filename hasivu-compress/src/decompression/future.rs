@@ -197,7 +197,7 @@ where
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(decoded.len()));
-                let request = Request::from_parts(parts, DecompressedBody::decoded(decoded));
+                let request = Request::from_parts(parts, DecompressedBody::full(decoded));
                 return Poll::Ready(State::Calling {
                     future: inner.call(request),
                 });

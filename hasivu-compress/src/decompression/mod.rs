@@ -139,13 +139,21 @@
 //! # fn main() {}
 //! ```
 
-mod body;
 mod decode;
 mod future;
 mod layer;
 mod service;
 
-pub use body::DecompressedBody;
+/// The request body the inner service of [`RequestDecompression`] receives:
+/// the original body, untouched and still streaming, when the request had no
+/// `Content-Encoding` (or only `identity`), otherwise the decoded bytes.
+///
+/// The error type is the original body's. Decoding is finished, and its
+/// failures answered, before the inner service is called, so the decoded
+/// variant cannot fail. Bodies from hyper and axum have errors that convert
+/// into `Box<dyn Error + Send + Sync>`, which is what an axum `Router` asks
+/// of a request body.
+pub type DecompressedBody<B> = crate::LayerBody<B>;
 pub use future::ResponseFuture;
 pub use layer::RequestDecompressionLayer;
 pub use service::RequestDecompression;
