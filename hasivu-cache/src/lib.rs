@@ -36,3 +36,9 @@
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod codec;
+mod error;
+
+pub use codec::{Codec, JsonCodec};
+pub use error::{BoxError, CodecError, Error};
