@@ -37,8 +37,14 @@
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cache;
 mod codec;
 mod error;
+mod options;
+mod stats;
 
+pub use cache::{Cache, CacheBuilder, WarmReport};
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, CodecError, Error};
+pub use options::EntryOptions;
+pub use stats::CacheStats;

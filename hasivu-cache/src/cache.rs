@@ -1,0 +1,524 @@
+//! The cache handle and its get-or-load engine.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
+
+use crate::{
+    BoxError, CacheStats, Codec, CodecError, EntryOptions, Error, JsonCodec, stats::Stats,
+};
+
+/// A value in L1, type-erased; `get::<T>` downcasts it.
+type Value = Arc<dyn Any + Send + Sync>;
+/// A load in progress, shared by every caller of the same key.
+type Flight = Shared<BoxFuture<'static, Result<Value, Error>>>;
+
+/// Bytes counted for an L1 entry beyond its key and encoded value.
+const SLOT_OVERHEAD: usize = 96;
+
+/// An L1 entry: the decoded value and its logical times. Times are tokio
+/// instants, so tests control them; moka evicts the slot once its stale
+/// window is over.
+struct Slot {
+    value: Value,
+    weight: u32,
+    fresh_until: Instant,
+    stale_until: Instant,
+    refresh_at: Option<Instant>,
+}
+
+impl Slot {
+    fn physical_ttl(&self) -> Duration {
+        self.stale_until.saturating_duration_since(Instant::now())
+    }
+}
+
+struct SlotExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<Slot>> for SlotExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        slot: &Arc<Slot>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(slot.physical_ttl())
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<str>,
+        slot: &Arc<Slot>,
+        _now: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.physical_ttl())
+    }
+}
+
+/// What L1 holds for a key.
+enum Lookup<T> {
+    Fresh { value: T, refresh_due: bool },
+    Stale(Arc<Slot>),
+    Miss,
+}
+
+/// A multi-layer cache handle: cheap to clone, shared by all clones.
+///
+/// ```
+/// use std::time::Duration;
+/// use hasivu_cache::{Cache, EntryOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), hasivu_cache::Error> {
+/// let cache = Cache::builder().max_l1_bytes(16 * 1024 * 1024).build();
+/// let options = EntryOptions::new(Duration::from_secs(300)).fail_safe(Duration::from_secs(3600));
+///
+/// let menu: Vec<String> = cache
+///     .get_or_load("menu:daily:current", &options, || async {
+///         // The database query; run once however many callers arrive together.
+///         Ok::<_, std::io::Error>(vec!["ragi mudde".to_owned(), "sambar".to_owned()])
+///     })
+///     .await?;
+/// assert_eq!(menu.len(), 2);
+/// assert_eq!(cache.get::<Vec<String>>("menu:daily:current").await?, Some(menu));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cache<C = JsonCodec> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for Cache<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Cache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.inner.name)
+            .field("l1_entries", &self.inner.l1.entry_count())
+            .field("stats", &self.inner.stats.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<C> {
+    name: String,
+    l1: moka::future::Cache<Arc<str>, Arc<Slot>>,
+    codec: C,
+    flights: Mutex<HashMap<Arc<str>, Flight>>,
+    stats: Stats,
+    warmers: Mutex<Vec<Warmer<C>>>,
+}
+
+/// Builds a [`Cache`].
+#[derive(Debug)]
+#[must_use]
+pub struct CacheBuilder<C = JsonCodec> {
+    name: String,
+    max_l1_bytes: u64,
+    codec: C,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            max_l1_bytes: 64 * 1024 * 1024,
+            codec: JsonCodec,
+        }
+    }
+}
+
+impl<C: Codec> CacheBuilder<C> {
+    /// The cache's name, used as the `cache` label of its metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Bounds L1 by the bytes of its entries (encoded value, key and about
+    /// 96 bytes of bookkeeping each); default 64 MiB. moka evicts by
+    /// TinyLFU when full.
+    pub fn max_l1_bytes(mut self, bytes: u64) -> Self {
+        self.max_l1_bytes = bytes;
+        self
+    }
+
+    /// Replaces the codec (default [`JsonCodec`]).
+    pub fn codec<C2: Codec>(self, codec: C2) -> CacheBuilder<C2> {
+        CacheBuilder {
+            name: self.name,
+            max_l1_bytes: self.max_l1_bytes,
+            codec,
+        }
+    }
+
+    /// Builds the cache. Metric handles are resolved here: install the
+    /// `metrics` recorder before building caches.
+    pub fn build(self) -> Cache<C> {
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(self.max_l1_bytes)
+            .weigher(|key: &Arc<str>, slot: &Arc<Slot>| {
+                u32::try_from(key.len() + SLOT_OVERHEAD)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(slot.weight)
+            })
+            .expire_after(SlotExpiry)
+            .build();
+        Cache {
+            inner: Arc::new(Inner {
+                stats: Stats::new(&self.name),
+                name: self.name,
+                l1,
+                codec: self.codec,
+                flights: Mutex::new(HashMap::new()),
+                warmers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+}
+
+impl Cache {
+    /// A builder with the defaults: JSON codec, 64 MiB L1.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// The fresh value of `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// Not in this version; the signature leaves room for strict-mode L2
+    /// errors.
+    pub async fn get<T>(&self, key: &str) -> Result<Option<T>, Error>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        match self.l1_lookup::<T>(key).await {
+            Lookup::Fresh { value, .. } => {
+                self.inner.stats.l1_hit();
+                Ok(Some(value))
+            }
+            Lookup::Stale(_) | Lookup::Miss => {
+                self.inner.stats.miss();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when the value cannot be encoded.
+    pub async fn set<T>(&self, key: &str, value: T, options: &EntryOptions) -> Result<(), Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let bytes = self.inner.codec.encode(&value).map_err(Error::Codec)?;
+        self.inner
+            .store(key, Arc::new(value), bytes.len(), options)
+            .await;
+        Ok(())
+    }
+
+    /// Removes `key`.
+    pub async fn remove(&self, key: &str) {
+        self.inner.l1.invalidate(key).await;
+    }
+
+    /// The value of `key`, loaded by `loader` when there is no fresh one.
+    ///
+    /// Concurrent calls for one key share one loader call. The loader runs
+    /// in its own task, so it finishes (and updates the cache) even when the
+    /// callers stop waiting: after the soft timeout (when a stale value can
+    /// be served), after the hard timeout, or when they are cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Loader`] when the loader failed and no stale value within
+    /// the fail-safe duration exists; [`Error::Timeout`] when the hard
+    /// timeout passed without one.
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let stale = match self.l1_lookup::<T>(key).await {
+            Lookup::Fresh { value, refresh_due } => {
+                self.inner.stats.l1_hit();
+                if refresh_due {
+                    // Started and left to run: the next callers find it
+                    // fresh, this one does not wait.
+                    drop(self.flight(key, options, loader));
+                }
+                return Ok(value);
+            }
+            Lookup::Stale(slot) => Some(slot),
+            Lookup::Miss => None,
+        };
+        self.inner.stats.miss();
+        let flight = self.flight(key, options, loader);
+        let wait = match (options.soft_timeout, &stale) {
+            (Some(soft), Some(_)) => Some(soft),
+            _ => options.hard_timeout,
+        };
+        let outcome = match wait {
+            Some(limit) => tokio::time::timeout(limit, flight).await.map_err(|_| limit),
+            None => Ok(flight.await),
+        };
+        let serve_stale = |error: Error| match stale.as_ref().and_then(|s| typed::<T>(&s.value)) {
+            Some(value) => {
+                self.inner.stats.stale();
+                Ok(value)
+            }
+            None => Err(error),
+        };
+        match outcome {
+            Ok(Ok(value)) => typed::<T>(&value).ok_or_else(|| type_mismatch::<T>(key)),
+            Ok(Err(error)) => serve_stale(error),
+            Err(waited) => serve_stale(Error::Timeout(waited)),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats.snapshot()
+    }
+
+    async fn l1_lookup<T: Clone + 'static>(&self, key: &str) -> Lookup<T> {
+        let Some(slot) = self.inner.l1.get(key).await else {
+            return Lookup::Miss;
+        };
+        let now = Instant::now();
+        if slot.fresh_until > now {
+            match typed::<T>(&slot.value) {
+                Some(value) => Lookup::Fresh {
+                    value,
+                    refresh_due: slot.refresh_at.is_some_and(|at| now >= at),
+                },
+                // Another type under this key: a miss for this caller.
+                None => Lookup::Miss,
+            }
+        } else if slot.stale_until > now {
+            Lookup::Stale(slot)
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// Joins the load of `key` in progress, or starts one.
+    fn flight<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Flight
+    where
+        T: Serialize + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let mut flights = self.inner.flights.lock().expect("flights lock");
+        if let Some(flight) = flights.get(key) {
+            return flight.clone();
+        }
+        let key: Arc<str> = Arc::from(key);
+        let inner = Arc::clone(&self.inner);
+        let options = options.clone();
+        let task_key = Arc::clone(&key);
+        let task = tokio::spawn(async move {
+            // Removes the flight however the task ends (a panicking loader
+            // included), so the next caller starts a new one.
+            let _done = FlightDone {
+                inner: &inner,
+                key: &task_key,
+            };
+            inner.stats.load();
+            // Converted at once: the loader's error type need not be `Send`.
+            let result = loader().await.map_err(Into::<BoxError>::into);
+            match result {
+                Ok(value) => {
+                    let weight = match inner.codec.encode(&value) {
+                        Ok(bytes) => bytes.len(),
+                        Err(_) => 0,
+                    };
+                    let value = Arc::new(value);
+                    inner
+                        .store(&task_key, Arc::clone(&value) as Value, weight, &options)
+                        .await;
+                    Ok(value as Value)
+                }
+                Err(error) => {
+                    inner.stats.load_error();
+                    inner.throttle_stale(&task_key, &options).await;
+                    Err(Error::Loader(Arc::new(error)))
+                }
+            }
+        });
+        let flight = async move {
+            task.await
+                .unwrap_or_else(|join| Err(Error::Loader(Arc::new(Box::new(join)))))
+        }
+        .boxed()
+        .shared();
+        flights.insert(key, flight.clone());
+        flight
+    }
+}
+
+struct FlightDone<'a, C> {
+    inner: &'a Inner<C>,
+    key: &'a Arc<str>,
+}
+
+impl<C> Drop for FlightDone<'_, C> {
+    fn drop(&mut self) {
+        if let Ok(mut flights) = self.inner.flights.lock() {
+            flights.remove(self.key);
+        }
+    }
+}
+
+impl<C> Inner<C> {
+    async fn store(&self, key: &str, value: Value, weight: usize, options: &EntryOptions) {
+        if options.skip_l1 {
+            return;
+        }
+        let now = Instant::now();
+        let ttl = options.jittered(options.l1_ttl);
+        let fresh_until = now + ttl;
+        let slot = Slot {
+            value,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            fresh_until,
+            stale_until: fresh_until + options.fail_safe.unwrap_or(Duration::ZERO),
+            refresh_at: options.eager_refresh.map(|share| now + ttl.mul_f64(share)),
+        };
+        self.l1.insert(Arc::from(key), Arc::new(slot)).await;
+    }
+
+    /// After a failed load, a stale value counts as fresh for the throttle
+    /// duration, so a failing backend is not called by every request.
+    async fn throttle_stale(&self, key: &str, options: &EntryOptions) {
+        let Some(slot) = self.l1.get(key).await else {
+            return;
+        };
+        let now = Instant::now();
+        if slot.fresh_until <= now && slot.stale_until > now {
+            let throttled = Slot {
+                value: Arc::clone(&slot.value),
+                weight: slot.weight,
+                fresh_until: (now + options.fail_safe_throttle).min(slot.stale_until),
+                stale_until: slot.stale_until,
+                refresh_at: None,
+            };
+            self.l1.insert(Arc::from(key), Arc::new(throttled)).await;
+        }
+    }
+}
+
+fn typed<T: Clone + 'static>(value: &Value) -> Option<T> {
+    value.downcast_ref::<T>().cloned()
+}
+
+fn type_mismatch<T>(key: &str) -> Error {
+    Error::Codec(CodecError::new(format!(
+        "the value loaded for {key:?} is not a {}",
+        std::any::type_name::<T>()
+    )))
+}
+
+/// A registered warmer: loads one key through `get_or_load`.
+type Warmer<C> = (
+    String,
+    Arc<dyn Fn(Cache<C>) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>,
+);
+
+/// The outcome of [`Cache::warm`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct WarmReport {
+    /// Keys loaded (or already fresh).
+    pub loaded: Vec<String>,
+    /// Keys whose loader failed, with the error.
+    pub failed: Vec<(String, Error)>,
+}
+
+impl WarmReport {
+    /// Whether every warmer succeeded: usable as a readiness gate.
+    pub fn is_ready(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// Registers a warmer: [`warm`](Self::warm) loads `key` with `loader`
+    /// (the report warms `menu:daily:current`, `school:active:list` and
+    /// `payment:methods:default` at start).
+    pub fn add_warmer<T, F, Fut, E>(&self, key: impl Into<String>, options: EntryOptions, loader: F)
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let key = key.into();
+        let loader = Arc::new(loader);
+        let warm_key = key.clone();
+        let run = move |cache: Cache<C>| {
+            let key = warm_key.clone();
+            let options = options.clone();
+            let loader = Arc::clone(&loader);
+            async move {
+                cache
+                    .get_or_load::<T, _, _, E>(&key, &options, move || loader())
+                    .await
+                    .map(|_| ())
+            }
+            .boxed()
+        };
+        self.inner
+            .warmers
+            .lock()
+            .expect("warmers lock")
+            .push((key, Arc::new(run)));
+    }
+
+    /// Runs every warmer concurrently; a failing one does not stop the
+    /// others.
+    pub async fn warm(&self) -> WarmReport {
+        let warmers: Vec<Warmer<C>> = self.inner.warmers.lock().expect("warmers lock").clone();
+        let runs = warmers.iter().map(|(key, run)| {
+            let run = run(self.clone());
+            async move { (key.clone(), run.await) }
+        });
+        let mut report = WarmReport::default();
+        for (key, outcome) in futures_util::future::join_all(runs).await {
+            match outcome {
+                Ok(()) => report.loaded.push(key),
+                Err(error) => report.failed.push((key, error)),
+            }
+        }
+        report
+    }
+}
