@@ -1,0 +1,207 @@
+//! hasivu-cache vs raw moka: the L1 hit path, `get_or_load` under
+//! contention, and a Zipf hit-rate simulation.
+//!
+//! Run with `cargo bench -p hasivu-benches --bench cache`; the ratio table
+//! and the hit rates are printed at the end.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use criterion::Criterion;
+use hasivu_benches::{Row, block_on, criterion, criterion_dir, print_report};
+use hasivu_cache::{Cache, EntryOptions};
+
+/// A value like a cached user profile (about 100 bytes of JSON).
+fn profile(i: u64) -> String {
+    format!(
+        "{{\"id\":{i},\"email\":\"user{i}@school.example\",\"school\":\"Green Valley\",\"tier\":\"free\"}}"
+    )
+}
+
+fn l1_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
+    let keys: Vec<String> = (0..1000).map(|i| format!("user:profile:{i}")).collect();
+    let ours = Cache::builder().build();
+    let options = EntryOptions::new(Duration::from_secs(3600));
+    let raw: moka::future::Cache<String, String> =
+        moka::future::Cache::builder().max_capacity(10_000).build();
+    block_on(async {
+        for (i, key) in keys.iter().enumerate() {
+            ours.set(key, profile(i as u64), &options).await.unwrap();
+            raw.insert(key.clone(), profile(i as u64)).await;
+        }
+    });
+    let mut group = c.benchmark_group("cache-l1-hit");
+    let mut i = 0usize;
+    group.bench_function("hasivu", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            block_on(ours.get::<String>(&keys[i]))
+                .unwrap()
+                .unwrap()
+                .len()
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("moka", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            block_on(raw.get(&keys[i])).unwrap().len()
+        })
+    });
+    group.finish();
+    rows.push(Row {
+        group: "cache-l1-hit".into(),
+        ours: "hasivu".into(),
+        theirs: "moka".into(),
+        note: "`get` of a ~100-byte String over 1000 keys; moka = `future::Cache<String, String>::get`"
+            .into(),
+    });
+}
+
+fn contended_get_or_load(c: &mut Criterion, rows: &mut Vec<Row>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("cache-get-or-load-64-tasks-100-keys");
+    for (name, expire) in [("hasivu-hot", false), ("hasivu-expiring", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let cache = Cache::builder().build();
+                // Expiring entries make every key reload now and then, so
+                // single flight is exercised, not only hits.
+                let ttl = if expire {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let options = EntryOptions::new(ttl);
+                let per_task = iters.div_ceil(64);
+                let started = Instant::now();
+                runtime.block_on(async {
+                    let tasks: Vec<_> = (0..64u64)
+                        .map(|t| {
+                            let cache = cache.clone();
+                            let options = options.clone();
+                            tokio::spawn(async move {
+                                for n in 0..per_task {
+                                    let key = format!("k{}", (t * 7919 + n) % 100);
+                                    let value: String = cache
+                                        .get_or_load(&key, &options, move || async move {
+                                            Ok::<_, std::io::Error>(profile(n))
+                                        })
+                                        .await
+                                        .unwrap();
+                                    std::hint::black_box(value);
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+                started.elapsed() / 64
+            })
+        });
+    }
+    group.finish();
+    rows.push(Row {
+        group: "cache-get-or-load-64-tasks-100-keys".into(),
+        ours: "hasivu-hot".into(),
+        theirs: "hasivu-expiring".into(),
+        note: "time per call, 64 tasks on 2 workers; 'expiring' = 1 ms TTL, loads shared by single flight"
+            .into(),
+    });
+}
+
+/// Zipf(s) sampler over `n` ranks by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+    state: u64,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for rank in 1..=n {
+            total += 1.0 / (rank as f64).powf(s);
+            cdf.push(total);
+        }
+        for p in &mut cdf {
+            *p /= total;
+        }
+        Self {
+            cdf,
+            state: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn sample(&mut self) -> usize {
+        // xorshift64*: reproducible, no dependency.
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let u = (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|p| *p < u)
+    }
+}
+
+fn hit_rate_simulation() -> String {
+    const KEYS: usize = 100_000;
+    const REQUESTS: usize = 1_000_000;
+    let value = "x".repeat(100);
+    // Each entry weighs key + value + 96 bytes; size L1 for 10% of the keys.
+    let entry_weight = "user:profile:99999".len() + value.len() + 2 + 96;
+    let cache = Cache::builder()
+        .max_l1_bytes((KEYS / 10 * entry_weight) as u64)
+        .build();
+    let options = EntryOptions::new(Duration::from_secs(3600));
+    let loads = Arc::new(AtomicU64::new(0));
+    let mut zipf = Zipf::new(KEYS, 1.0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for _ in 0..REQUESTS {
+            let key = format!("user:profile:{}", zipf.sample());
+            let value = value.clone();
+            let loads = Arc::clone(&loads);
+            let _: String = cache
+                .get_or_load(&key, &options, move || async move {
+                    loads.fetch_add(1, Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(value)
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let stats = cache.stats();
+    format!(
+        "Zipf(1.0) over {KEYS} keys, {REQUESTS} requests, L1 sized for 10% of the keys: L1 hit rate {:.1}% ({} loads)",
+        stats.hit_rate().unwrap_or(0.0) * 100.0,
+        loads.load(Ordering::Relaxed)
+    )
+}
+
+fn main() {
+    let mut c = criterion(env!("CARGO_TARGET_TMPDIR"));
+    let mut rows = Vec::new();
+    l1_hit(&mut c, &mut rows);
+    contended_get_or_load(&mut c, &mut rows);
+    c.final_summary();
+    print_report(
+        "hasivu-cache (speed ratio = anchor time / hasivu time)",
+        &criterion_dir(env!("CARGO_TARGET_TMPDIR")),
+        &rows,
+    );
+    println!("\n{}", hit_rate_simulation());
+}
