@@ -37,8 +37,13 @@
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod breaker;
 mod codec;
 mod error;
+#[cfg(feature = "redis")]
+mod l2;
+#[cfg(feature = "redis")]
+mod lock;
 
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, CodecError, Error};
