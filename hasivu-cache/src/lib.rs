@@ -37,12 +37,18 @@
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod breaker;
 mod cache;
 mod codec;
 mod error;
+#[cfg(feature = "redis")]
+mod l2;
+#[cfg(feature = "redis")]
+mod lock;
 mod options;
 mod stats;
 
+pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, WarmReport};
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, CodecError, Error};

@@ -1,0 +1,457 @@
+//! The Redis L2: byte values under prefixed keys, every call bounded by a
+//! timeout and guarded by a circuit breaker.
+// The cache engine that calls this lands separately.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use redis::{
+    ErrorKind, RedisError, RedisResult, ServerErrorKind,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::{
+    breaker::{Breaker, BreakerState},
+    error::BoxError,
+};
+
+/// Retries of one connection attempt inside the connection manager. Few,
+/// because every call is bounded by our own timeout anyway and the breaker
+/// decides when to try again.
+const CONNECT_RETRIES: usize = 2;
+
+/// Why an L2 call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum L2Error {
+    /// The circuit breaker is open: Redis was not called.
+    #[error("redis unavailable (circuit breaker open)")]
+    Unavailable,
+    /// The call did not finish within the per-call timeout.
+    #[error("redis call timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis or the connection to it failed.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// The Redis side of the cache. Cheap to clone: clones share the connection
+/// and the breaker.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisL2 {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+}
+
+impl RedisL2 {
+    /// Creates the L2 without connecting: the connection manager connects
+    /// lazily on the first call and reconnects in the background, so building
+    /// succeeds while Redis is down and calls fail (feeding the breaker) until
+    /// it is back. Fails only on an invalid URL or configuration, or when
+    /// called outside a Tokio runtime (the manager spawns a task).
+    pub(crate) fn new(
+        url: &str,
+        prefix: impl Into<String>,
+        timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, BoxError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("RedisL2::new must be called within a Tokio runtime".into());
+        }
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_max_delay(timeout);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.into().into(),
+            timeout,
+            breaker: Arc::new(breaker),
+        })
+    }
+
+    /// The full Redis key: prefix + key.
+    pub(crate) fn full_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// The value under `key` and its remaining time to live (`None` when the
+    /// key has no expiry); `Ok(None)` when the key is missing. GET and PTTL
+    /// travel in one pipelined round trip.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Bytes, Option<Duration>)>, L2Error> {
+        let full = self.full_key(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .call("get", |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(value.map(|value| (Bytes::from(value), remaining_ttl(pttl))))
+    }
+
+    /// Stores `value` under `key` for `ttl` (`SET … PX`). A TTL below one
+    /// millisecond is stored as one millisecond, since Redis rejects zero.
+    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), L2Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.full_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_millis(ttl));
+        self.call("set", |mut conn| async move {
+            cmd.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Removes `key` (`UNLINK`: the memory is freed off the main thread).
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.full_key(key));
+        self.call("remove", |mut conn| async move {
+            cmd.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// The state of the circuit breaker.
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Runs one Redis call through the breaker and the timeout, and records
+    /// its outcome.
+    pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, L2Error>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "unavailable").increment(1);
+            return Err(L2Error::Unavailable);
+        }
+        let guard = Abandon(Some(&self.breaker));
+        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        guard.defuse();
+        match result {
+            Ok(Ok(value)) => {
+                self.breaker.success();
+                Ok(value)
+            }
+            // The connection's own response timeout (the same duration) may
+            // fire first; report it like ours.
+            Ok(Err(error)) if error.is_timeout() => Err(self.timed_out(op)),
+            Err(_elapsed) => Err(self.timed_out(op)),
+            Ok(Err(error)) => {
+                if is_outage(&error) {
+                    self.breaker.failure();
+                } else {
+                    // Redis answered, so it is reachable: an error reply says
+                    // nothing about its health.
+                    self.breaker.success();
+                }
+                metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "redis").increment(1);
+                tracing::warn!(op, error = %error, "redis L2 call failed");
+                Err(L2Error::Redis(error))
+            }
+        }
+    }
+
+    fn timed_out(&self, op: &'static str) -> L2Error {
+        self.breaker.failure();
+        metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "timeout").increment(1);
+        tracing::warn!(op, timeout = ?self.timeout, "redis L2 call timed out");
+        L2Error::Timeout(self.timeout)
+    }
+}
+
+/// Frees the half-open probe slot when a call's future is dropped before it
+/// reports an outcome, so a cancelled probe cannot keep the breaker shut.
+struct Abandon<'a>(Option<&'a Breaker>);
+
+impl Abandon<'_> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0 {
+            breaker.abandon();
+        }
+    }
+}
+
+/// Whether the error means Redis is unreachable or unhealthy (as opposed to a
+/// reply that Redis gave to a bad command).
+fn is_outage(error: &RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort | ServerErrorKind::NoScript
+        ) | ErrorKind::Extension
+            | ErrorKind::UnexpectedReturnType
+    )
+}
+
+/// PTTL's reply as a remaining TTL: -1 means no expiry. -2 (gone) can only
+/// come from the key expiring between GET and PTTL; it then has no time left.
+fn remaining_ttl(pttl: i64) -> Option<Duration> {
+    match pttl {
+        -1 => None,
+        ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+    }
+}
+
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use hasivu_testkit::RedisServer;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const OPEN_FOR: Duration = Duration::from_millis(500);
+    const THRESHOLD: u32 = 3;
+
+    fn l2(redis: &RedisServer, prefix: &str) -> RedisL2 {
+        RedisL2::new(
+            &redis.url(),
+            prefix,
+            TIMEOUT,
+            Breaker::new(THRESHOLD, OPEN_FOR),
+        )
+        .unwrap()
+    }
+
+    async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn set_get_round_trip_with_prefix_and_ttl() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "app:");
+        l2.set("user:1", b"hello", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let (value, ttl) = l2.get("user:1").await.unwrap().unwrap();
+        assert_eq!(&value[..], b"hello");
+        let ttl = ttl.expect("a TTL");
+        assert!(
+            ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(55),
+            "{ttl:?}"
+        );
+
+        // Stored under prefix + key.
+        let mut raw = raw(&redis).await;
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg("app:user:1")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(l2.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn empty_prefix_and_key_without_ttl() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "");
+        let mut raw = raw(&redis).await;
+        redis::cmd("SET")
+            .arg("plain")
+            .arg("v")
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+        let (value, ttl) = l2.get("plain").await.unwrap().unwrap();
+        assert_eq!(&value[..], b"v");
+        assert_eq!(ttl, None);
+    }
+
+    #[tokio::test]
+    async fn value_written_by_another_client_is_returned_byte_for_byte() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "menu:");
+        let mut raw = raw(&redis).await;
+        redis::cmd("SET")
+            .arg("menu:daily:current")
+            .arg(r#"{"a":1}"#)
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+        let (value, _) = l2.get("daily:current").await.unwrap().unwrap();
+        assert_eq!(&value[..], br#"{"a":1}"#);
+    }
+
+    #[tokio::test]
+    async fn remove_and_missing_key() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        assert!(l2.get("nothing").await.unwrap().is_none());
+        l2.set("k", b"v", Duration::from_secs(10)).await.unwrap();
+        assert!(l2.get("k").await.unwrap().is_some());
+        l2.remove("k").await.unwrap();
+        assert!(l2.get("k").await.unwrap().is_none());
+        // Removing a missing key is fine.
+        l2.remove("k").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tiny_ttl_is_accepted_and_expires() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        l2.set("k", b"v", Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(l2.get("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn error_reply_does_not_trip_the_breaker() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        let mut raw = raw(&redis).await;
+        redis::cmd("LPUSH")
+            .arg("p:list")
+            .arg("x")
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+        for _ in 0..THRESHOLD + 1 {
+            let err = l2.get("list").await.unwrap_err();
+            assert!(matches!(err, L2Error::Redis(_)), "{err:?}");
+        }
+        assert_eq!(l2.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn builds_while_redis_is_down_and_connects_later() {
+        let mut redis = RedisServer::start();
+        redis.stop();
+        let l2 = l2(&redis, "p:");
+        assert!(l2.get("k").await.is_err());
+        redis.start_again();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match l2.set("k", b"v", Duration::from_secs(10)).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("no reconnect: {e}"),
+            }
+        }
+        assert_eq!(&l2.get("k").await.unwrap().unwrap().0[..], b"v");
+    }
+
+    #[tokio::test]
+    async fn outage_opens_the_breaker_and_recovery_closes_it() {
+        let mut redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        l2.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+
+        redis.stop();
+        for _ in 0..THRESHOLD {
+            let started = Instant::now();
+            let err = l2.get("k").await.unwrap_err();
+            assert!(
+                matches!(err, L2Error::Redis(_) | L2Error::Timeout(_)),
+                "{err:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "slow failure");
+        }
+        assert_eq!(l2.breaker_state(), BreakerState::Open);
+        let started = Instant::now();
+        assert!(matches!(
+            l2.set("k", b"v", Duration::from_secs(1)).await,
+            Err(L2Error::Unavailable)
+        ));
+        assert!(matches!(l2.remove("k").await, Err(L2Error::Unavailable)));
+        assert!(started.elapsed() < Duration::from_millis(50));
+
+        redis.start_again();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            tokio::time::sleep(OPEN_FOR).await;
+            match l2.set("k", b"again", Duration::from_secs(60)).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                }
+                Err(e) => panic!("no recovery: {e}"),
+            }
+        }
+        assert_eq!(l2.breaker_state(), BreakerState::Closed);
+        let (value, _) = l2.get("k").await.unwrap().unwrap();
+        assert_eq!(&value[..], b"again");
+    }
+
+    #[tokio::test]
+    async fn hung_redis_times_out() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        l2.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+        // Redis holds every client's commands for a second: a hang, not a
+        // refused connection.
+        let mut raw = raw(&redis).await;
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1000)
+            .arg("ALL")
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = l2.get("k").await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, L2Error::Timeout(TIMEOUT)), "{err:?}");
+        assert!(
+            elapsed >= TIMEOUT && elapsed < Duration::from_secs(1),
+            "{elapsed:?}"
+        );
+        assert_eq!(l2.breaker_state(), BreakerState::Closed, "one failure");
+    }
+
+    #[test]
+    fn pttl_replies() {
+        assert_eq!(remaining_ttl(-1), None);
+        assert_eq!(remaining_ttl(-2), Some(Duration::ZERO));
+        assert_eq!(remaining_ttl(1500), Some(Duration::from_millis(1500)));
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+        assert_eq!(ttl_millis(Duration::from_secs(2)), 2000);
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error() {
+        let result = RedisL2::new(
+            "redis://127.0.0.1:1/",
+            "",
+            TIMEOUT,
+            Breaker::new(1, OPEN_FOR),
+        );
+        assert!(result.is_err());
+    }
+}
