@@ -1,6 +1,5 @@
 //! A circuit breaker for the L2 backend: pure state, no I/O.
 // The cache engine that calls this lands separately.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::{
     sync::{Mutex, MutexGuard},
@@ -11,7 +10,6 @@ use tokio::time::Instant;
 
 /// The state of the circuit breaker in front of Redis.
 // Public because the crate re-exports it once the engine lands.
-#[allow(unreachable_pub)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {
     /// Calls go through; consecutive failures are counted.

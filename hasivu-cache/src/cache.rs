@@ -18,8 +18,16 @@ use crate::{
 
 /// A value in L1, type-erased; `get::<T>` downcasts it.
 type Value = Arc<dyn Any + Send + Sync>;
-/// A load in progress, shared by every caller of the same key.
-type Flight = Shared<BoxFuture<'static, Result<Value, Error>>>;
+/// A load in progress, shared by every caller of the same key: the value
+/// and whether it came from L2 or from the loader.
+type Flight = Shared<BoxFuture<'static, Result<(Value, Source), Error>>>;
+
+/// Where a flight found its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    L2,
+    Loader,
+}
 
 /// Bytes counted for an L1 entry beyond its key and encoded value.
 const SLOT_OVERHEAD: usize = 96;
@@ -79,7 +87,7 @@ enum Lookup<T> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), hasivu_cache::Error> {
-/// let cache = Cache::builder().max_l1_bytes(16 * 1024 * 1024).build();
+/// let cache = Cache::builder().max_l1_bytes(16 * 1024 * 1024).build()?;
 /// let options = EntryOptions::new(Duration::from_secs(300)).fail_safe(Duration::from_secs(3600));
 ///
 /// let menu: Vec<String> = cache
@@ -118,6 +126,10 @@ impl<C> std::fmt::Debug for Cache<C> {
 struct Inner<C> {
     name: String,
     l1: moka::future::Cache<Arc<str>, Arc<Slot>>,
+    #[cfg(feature = "redis")]
+    l2: Option<crate::l2::RedisL2>,
+    #[cfg(feature = "redis")]
+    lock: Option<(crate::lock::DistributedLock, Duration)>,
     codec: C,
     flights: Mutex<HashMap<Arc<str>, Flight>>,
     stats: Stats,
@@ -131,6 +143,18 @@ pub struct CacheBuilder<C = JsonCodec> {
     name: String,
     max_l1_bytes: u64,
     codec: C,
+    redis: RedisSettings,
+}
+
+/// L2 settings, kept whatever the features so the builder stays one type.
+#[derive(Debug, Clone)]
+struct RedisSettings {
+    url: Option<String>,
+    prefix: String,
+    timeout: Duration,
+    breaker_threshold: u32,
+    breaker_open_for: Duration,
+    lock_ttl: Option<Duration>,
 }
 
 impl Default for CacheBuilder {
@@ -139,6 +163,14 @@ impl Default for CacheBuilder {
             name: "default".to_owned(),
             max_l1_bytes: 64 * 1024 * 1024,
             codec: JsonCodec,
+            redis: RedisSettings {
+                url: None,
+                prefix: String::new(),
+                timeout: Duration::from_millis(250),
+                breaker_threshold: 5,
+                breaker_open_for: Duration::from_secs(5),
+                lock_ttl: None,
+            },
         }
     }
 }
@@ -164,12 +196,90 @@ impl<C: Codec> CacheBuilder<C> {
             name: self.name,
             max_l1_bytes: self.max_l1_bytes,
             codec,
+            redis: self.redis,
         }
+    }
+
+    /// Adds Redis as L2 (`redis://host:port/db`). The connection is made
+    /// lazily and remade in the background: building succeeds while Redis
+    /// is down, and the cache runs on L1 and the loader until it is back.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis.url = Some(url.into());
+        self
+    }
+
+    /// A prefix for every Redis key (default none, so keys are the report's
+    /// names, `menu:daily:current`, shared with other services).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis.prefix = prefix.into();
+        self
+    }
+
+    /// The timeout of each Redis call (default 250 ms).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn l2_timeout(mut self, timeout: Duration) -> Self {
+        self.redis.timeout = timeout;
+        self
+    }
+
+    /// The circuit breaker in front of Redis: after `failures` consecutive
+    /// failed calls, Redis is not called for `open_for`; then one probe
+    /// call decides (default 5 failures, 5 s).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.redis.breaker_threshold = failures;
+        self.redis.breaker_open_for = open_for;
+        self
+    }
+
+    /// Loads each key once across all instances: before calling the loader,
+    /// an instance takes a Redis lock (`SET NX PX`, released by a Lua
+    /// compare-and-delete) for at most `ttl`; the others wait for the value
+    /// to appear in L2 for up to `ttl`, then load themselves. Off by
+    /// default.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn distributed_lock(mut self, ttl: Duration) -> Self {
+        self.redis.lock_ttl = Some(ttl);
+        self
     }
 
     /// Builds the cache. Metric handles are resolved here: install the
     /// `metrics` recorder before building caches.
-    pub fn build(self) -> Cache<C> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::L2`] when a Redis URL is invalid or, with Redis configured,
+    /// when called outside a Tokio runtime.
+    pub fn build(self) -> Result<Cache<C>, Error> {
+        #[cfg(feature = "redis")]
+        let (l2, lock) = match &self.redis.url {
+            Some(url) => {
+                let breaker = crate::breaker::Breaker::new(
+                    self.redis.breaker_threshold,
+                    self.redis.breaker_open_for,
+                );
+                let l2 = crate::l2::RedisL2::new(
+                    url,
+                    self.redis.prefix.clone(),
+                    self.redis.timeout,
+                    breaker,
+                )
+                .map_err(Error::L2)?;
+                let lock = self
+                    .redis
+                    .lock_ttl
+                    .map(|ttl| (crate::lock::DistributedLock::new(l2.clone()), ttl));
+                (Some(l2), lock)
+            }
+            None => (None, None),
+        };
         let l1 = moka::future::Cache::builder()
             .max_capacity(self.max_l1_bytes)
             .weigher(|key: &Arc<str>, slot: &Arc<Slot>| {
@@ -179,16 +289,20 @@ impl<C: Codec> CacheBuilder<C> {
             })
             .expire_after(SlotExpiry)
             .build();
-        Cache {
+        Ok(Cache {
             inner: Arc::new(Inner {
                 stats: Stats::new(&self.name),
                 name: self.name,
                 l1,
+                #[cfg(feature = "redis")]
+                l2,
+                #[cfg(feature = "redis")]
+                lock,
                 codec: self.codec,
                 flights: Mutex::new(HashMap::new()),
                 warmers: Mutex::new(Vec::new()),
             }),
-        }
+        })
     }
 }
 
@@ -200,26 +314,31 @@ impl Cache {
 }
 
 impl<C: Codec> Cache<C> {
-    /// The fresh value of `key`, if any.
+    /// The fresh value of `key`, from L1 or else L2 (then kept in L1 for
+    /// the default L1 TTL, capped by what is left of its L2 life).
     ///
     /// # Errors
     ///
-    /// Not in this version; the signature leaves room for strict-mode L2
-    /// errors.
+    /// None today: Redis failures count as misses. The `Result` leaves room
+    /// for a strict mode.
     pub async fn get<T>(&self, key: &str) -> Result<Option<T>, Error>
     where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        match self.l1_lookup::<T>(key).await {
-            Lookup::Fresh { value, .. } => {
-                self.inner.stats.l1_hit();
-                Ok(Some(value))
-            }
-            Lookup::Stale(_) | Lookup::Miss => {
-                self.inner.stats.miss();
-                Ok(None)
-            }
+        if let Lookup::Fresh { value, .. } = self.l1_lookup::<T>(key).await {
+            self.inner.stats.l1_hit();
+            return Ok(Some(value));
         }
+        if let Some(value) = self
+            .inner
+            .l2_lookup::<T>(key, &EntryOptions::default())
+            .await
+        {
+            self.inner.stats.l2_hit();
+            return Ok(Some((*value).clone()));
+        }
+        self.inner.stats.miss();
+        Ok(None)
     }
 
     /// Stores `value` under `key`.
@@ -233,14 +352,31 @@ impl<C: Codec> Cache<C> {
     {
         let bytes = self.inner.codec.encode(&value).map_err(Error::Codec)?;
         self.inner
-            .store(key, Arc::new(value), bytes.len(), options)
+            .store(key, Arc::new(value), bytes.len(), options, None)
             .await;
+        self.inner.l2_store(key, &bytes, options).await;
         Ok(())
     }
 
-    /// Removes `key`.
+    /// Removes `key` from L1 and L2.
     pub async fn remove(&self, key: &str) {
         self.inner.l1.invalidate(key).await;
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &self.inner.l2
+            && l2.remove(key).await.is_err()
+        {
+            self.inner.stats.l2_error();
+        }
+    }
+
+    /// The state of the circuit breaker in front of Redis (`None` without
+    /// L2).
+    pub fn l2_breaker(&self) -> Option<crate::BreakerState> {
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &self.inner.l2 {
+            return Some(l2.breaker_state());
+        }
+        None
     }
 
     /// The value of `key`, loaded by `loader` when there is no fresh one.
@@ -280,7 +416,6 @@ impl<C: Codec> Cache<C> {
             Lookup::Stale(slot) => Some(slot),
             Lookup::Miss => None,
         };
-        self.inner.stats.miss();
         let flight = self.flight(key, options, loader);
         let wait = match (options.soft_timeout, &stale) {
             (Some(soft), Some(_)) => Some(soft),
@@ -297,8 +432,12 @@ impl<C: Codec> Cache<C> {
             }
             None => Err(error),
         };
+        match &outcome {
+            Ok(Ok((_, Source::L2))) => self.inner.stats.l2_hit(),
+            _ => self.inner.stats.miss(),
+        }
         match outcome {
-            Ok(Ok(value)) => typed::<T>(&value).ok_or_else(|| type_mismatch::<T>(key)),
+            Ok(Ok((value, _))) => typed::<T>(&value).ok_or_else(|| type_mismatch::<T>(key)),
             Ok(Err(error)) => serve_stale(error),
             Err(waited) => serve_stale(Error::Timeout(waited)),
         }
@@ -333,7 +472,7 @@ impl<C: Codec> Cache<C> {
     /// Joins the load of `key` in progress, or starts one.
     fn flight<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Flight
     where
-        T: Serialize + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
@@ -353,27 +492,44 @@ impl<C: Codec> Cache<C> {
                 inner: &inner,
                 key: &task_key,
             };
+            // L2 first: one lookup for all the callers of this flight.
+            if let Some(value) = inner.l2_lookup::<T>(&task_key, &options).await {
+                return Ok((value as Value, Source::L2));
+            }
+            let lock = match inner.lock_or_wait::<T>(&task_key, &options).await {
+                LockOutcome::Loaded(value) => return Ok((value as Value, Source::L2)),
+                LockOutcome::Load(lock) => lock,
+            };
             inner.stats.load();
             // Converted at once: the loader's error type need not be `Send`.
             let result = loader().await.map_err(Into::<BoxError>::into);
-            match result {
+            let outcome = match result {
                 Ok(value) => {
-                    let weight = match inner.codec.encode(&value) {
-                        Ok(bytes) => bytes.len(),
-                        Err(_) => 0,
-                    };
+                    let bytes = inner.codec.encode(&value).ok();
                     let value = Arc::new(value);
+                    let weight = bytes.as_ref().map_or(0, Vec::len);
                     inner
-                        .store(&task_key, Arc::clone(&value) as Value, weight, &options)
+                        .store(
+                            &task_key,
+                            Arc::clone(&value) as Value,
+                            weight,
+                            &options,
+                            None,
+                        )
                         .await;
-                    Ok(value as Value)
+                    if let Some(bytes) = &bytes {
+                        inner.l2_store(&task_key, bytes, &options).await;
+                    }
+                    Ok((value as Value, Source::Loader))
                 }
                 Err(error) => {
                     inner.stats.load_error();
                     inner.throttle_stale(&task_key, &options).await;
                     Err(Error::Loader(Arc::new(error)))
                 }
-            }
+            };
+            inner.unlock(lock).await;
+            outcome
         });
         let flight = async move {
             task.await
@@ -399,13 +555,25 @@ impl<C> Drop for FlightDone<'_, C> {
     }
 }
 
-impl<C> Inner<C> {
-    async fn store(&self, key: &str, value: Value, weight: usize, options: &EntryOptions) {
+impl<C: Codec> Inner<C> {
+    /// Keeps a value in L1; `cap` bounds its TTL (what is left of its L2
+    /// life when it came from L2).
+    async fn store(
+        &self,
+        key: &str,
+        value: Value,
+        weight: usize,
+        options: &EntryOptions,
+        cap: Option<Duration>,
+    ) {
         if options.skip_l1 {
             return;
         }
         let now = Instant::now();
-        let ttl = options.jittered(options.l1_ttl);
+        let mut ttl = options.jittered(options.l1_ttl);
+        if let Some(cap) = cap {
+            ttl = ttl.min(cap);
+        }
         let fresh_until = now + ttl;
         let slot = Slot {
             value,
@@ -415,6 +583,95 @@ impl<C> Inner<C> {
             refresh_at: options.eager_refresh.map(|share| now + ttl.mul_f64(share)),
         };
         self.l1.insert(Arc::from(key), Arc::new(slot)).await;
+    }
+
+    /// Reads `key` from L2 and keeps it in L1. Redis failures and values
+    /// that do not decode as `T` are misses.
+    async fn l2_lookup<T>(&self, key: &str, options: &EntryOptions) -> Option<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &self.l2
+            && !options.skip_l2
+        {
+            match l2.get(key).await {
+                Ok(Some((bytes, remaining))) => {
+                    if let Ok(value) = self.codec.decode::<T>(&bytes) {
+                        let value = Arc::new(value);
+                        self.store(
+                            key,
+                            Arc::clone(&value) as Value,
+                            bytes.len(),
+                            options,
+                            remaining,
+                        )
+                        .await;
+                        return Some(value);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => self.stats.l2_error(),
+            }
+        }
+        let _ = (key, options);
+        None
+    }
+
+    /// Writes encoded bytes to L2 for the jittered L2 TTL; failures are
+    /// counted, not returned.
+    async fn l2_store(&self, key: &str, bytes: &[u8], options: &EntryOptions) {
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &self.l2
+            && !options.skip_l2
+            && l2
+                .set(key, bytes, options.jittered(options.l2_ttl))
+                .await
+                .is_err()
+        {
+            self.stats.l2_error();
+        }
+        let _ = (key, bytes, options);
+    }
+
+    /// With the distributed lock on: takes it, or waits for the holder's
+    /// value to appear in L2.
+    async fn lock_or_wait<T>(&self, key: &str, options: &EntryOptions) -> LockOutcome<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        #[cfg(feature = "redis")]
+        if let Some((lock, ttl)) = &self.lock
+            && !options.skip_l2
+        {
+            match lock.try_acquire(key, *ttl).await {
+                Ok(Some(token)) => return LockOutcome::Load(Some(token)),
+                Ok(None) => {
+                    // Another instance loads: poll L2 until its value lands.
+                    let deadline = Instant::now() + *ttl;
+                    while Instant::now() < deadline {
+                        tokio::time::sleep(LOCK_POLL).await;
+                        if let Some(value) = self.l2_lookup::<T>(key, options).await {
+                            return LockOutcome::Loaded(value);
+                        }
+                    }
+                }
+                Err(_) => self.stats.l2_error(),
+            }
+        }
+        let _ = (key, options);
+        LockOutcome::Load(None)
+    }
+
+    async fn unlock(&self, lock: Option<LockToken>) {
+        #[cfg(feature = "redis")]
+        if let (Some(token), Some((locks, _))) = (lock, &self.lock)
+            && locks.release(token).await.is_err()
+        {
+            self.stats.l2_error();
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = lock;
     }
 
     /// After a failed load, a stale value counts as fresh for the throttle
@@ -435,6 +692,22 @@ impl<C> Inner<C> {
             self.l1.insert(Arc::from(key), Arc::new(throttled)).await;
         }
     }
+}
+
+/// How often an instance waiting for another's load looks at L2.
+#[cfg(feature = "redis")]
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+#[cfg(feature = "redis")]
+type LockToken = crate::lock::LockToken;
+#[cfg(not(feature = "redis"))]
+type LockToken = std::convert::Infallible;
+
+enum LockOutcome<T> {
+    /// Another instance loaded the value meanwhile.
+    Loaded(Arc<T>),
+    /// Load now, holding the lock if one was taken.
+    Load(Option<LockToken>),
 }
 
 fn typed<T: Clone + 'static>(value: &Value) -> Option<T> {

@@ -1,7 +1,6 @@
 //! The Redis L2: byte values under prefixed keys, every call bounded by a
 //! timeout and guarded by a circuit breaker.
 // The cache engine that calls this lands separately.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::{future::Future, sync::Arc, time::Duration};
 

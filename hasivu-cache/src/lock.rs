@@ -1,6 +1,5 @@
 //! A Redis lock for single-flight loads across instances.
 // The cache engine that calls this lands separately.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::{sync::Arc, time::Duration};
 

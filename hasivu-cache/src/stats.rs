@@ -43,13 +43,11 @@ pub(crate) struct Stats {
     stale_served: AtomicU64,
     l2_errors: AtomicU64,
     m_l1_hits: Counter,
-    #[allow(dead_code)] // counted once L2 reads are wired
     m_l2_hits: Counter,
     m_misses: Counter,
     m_loads: Counter,
     m_load_errors: Counter,
     m_stale: Counter,
-    #[allow(dead_code)] // counted once L2 calls are wired
     m_l2_errors: Counter,
 }
 
@@ -87,7 +85,6 @@ impl Stats {
         self.l1_hits.fetch_add(1, Relaxed);
         self.m_l1_hits.increment(1);
     }
-    #[allow(dead_code)] // called once L2 reads are wired
     pub(crate) fn l2_hit(&self) {
         self.l2_hits.fetch_add(1, Relaxed);
         self.m_l2_hits.increment(1);
@@ -108,7 +105,6 @@ impl Stats {
         self.stale_served.fetch_add(1, Relaxed);
         self.m_stale.increment(1);
     }
-    #[allow(dead_code)] // called once L2 calls are wired
     pub(crate) fn l2_error(&self) {
         self.l2_errors.fetch_add(1, Relaxed);
         self.m_l2_errors.increment(1);
