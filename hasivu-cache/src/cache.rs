@@ -148,6 +148,7 @@ pub struct CacheBuilder<C = JsonCodec> {
 
 /// L2 settings, kept whatever the features so the builder stays one type.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RedisSettings {
     url: Option<String>,
     prefix: String,
@@ -703,6 +704,7 @@ type LockToken = crate::lock::LockToken;
 #[cfg(not(feature = "redis"))]
 type LockToken = std::convert::Infallible;
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 enum LockOutcome<T> {
     /// Another instance loaded the value meanwhile.
     Loaded(Arc<T>),

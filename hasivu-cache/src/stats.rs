@@ -48,6 +48,7 @@ pub(crate) struct Stats {
     m_loads: Counter,
     m_load_errors: Counter,
     m_stale: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     m_l2_errors: Counter,
 }
 
@@ -105,6 +106,7 @@ impl Stats {
         self.stale_served.fetch_add(1, Relaxed);
         self.m_stale.increment(1);
     }
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn l2_error(&self) {
         self.l2_errors.fetch_add(1, Relaxed);
         self.m_l2_errors.increment(1);

@@ -1,6 +1,7 @@
 //! The cache with a real Redis L2 (started by the testkit): promotion,
 //! sharing between instances, Node-compatible JSON, the distributed lock,
 //! and an outage in the middle of a run.
+#![cfg(feature = "redis")]
 
 use std::{
     io,
