@@ -63,6 +63,62 @@ fn l1_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
     });
 }
 
+fn l2_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
+    let redis = hasivu_testkit::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // An L1 of zero bytes: every `get` goes to Redis (GET + PTTL in one
+    // round trip, JSON decode).
+    let ours = runtime.block_on(async {
+        let cache = Cache::builder()
+            .max_l1_bytes(0)
+            .redis(redis.url())
+            .build()
+            .unwrap();
+        cache
+            .set(
+                "user:profile:1",
+                profile(1),
+                &EntryOptions::new(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+        cache
+    });
+    let mut raw = runtime.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        redis::aio::ConnectionManager::new(client).await.unwrap()
+    });
+    let mut group = c.benchmark_group("cache-l2-hit");
+    group.bench_function("hasivu", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(ours.get::<String>("user:profile:1"))
+                .unwrap()
+                .unwrap()
+                .len()
+        })
+    });
+    group.bench_function("redis-get", |b| {
+        b.iter(|| {
+            let value: String = runtime
+                .block_on(redis::AsyncCommands::get(&mut raw, "user:profile:1"))
+                .unwrap();
+            value.len()
+        })
+    });
+    group.finish();
+    rows.push(Row {
+        group: "cache-l2-hit".into(),
+        ours: "hasivu".into(),
+        theirs: "redis-get".into(),
+        note: "L1 disabled; hasivu = GET+PTTL pipelined + JSON decode; anchor = a raw GET through ConnectionManager"
+            .into(),
+    });
+}
+
 fn contended_get_or_load(c: &mut Criterion, rows: &mut Vec<Row>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -197,6 +253,7 @@ fn main() {
     let mut c = criterion(env!("CARGO_TARGET_TMPDIR"));
     let mut rows = Vec::new();
     l1_hit(&mut c, &mut rows);
+    l2_hit(&mut c, &mut rows);
     contended_get_or_load(&mut c, &mut rows);
     c.final_summary();
     print_report(
