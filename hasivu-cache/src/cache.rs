@@ -502,8 +502,10 @@ impl<C: Codec> Cache<C> {
                 LockOutcome::Load(lock) => lock,
             };
             inner.stats.load();
+            let started = Instant::now();
             // Converted at once: the loader's error type need not be `Send`.
             let result = loader().await.map_err(Into::<BoxError>::into);
+            inner.stats.load_duration(started.elapsed());
             let outcome = match result {
                 Ok(value) => {
                     let bytes = inner.codec.encode(&value).ok();

@@ -22,6 +22,42 @@
 //! `JSON.stringify` values under the same key names (`menu:daily:current`,
 //! `user:profile:*`) shares the cache; the codec is pluggable.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use hasivu_cache::{Cache, EntryOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hasivu_cache::Error> {
+//! let cache = Cache::builder()
+//!     .name("api")
+//!     .max_l1_bytes(64 * 1024 * 1024)
+//!     .redis("redis://127.0.0.1:6379/") // optional: L2, shared by instances
+//!     .distributed_lock(Duration::from_secs(5)) // optional: one load per key across instances
+//!     .build()?;
+//!
+//! let menu_options = EntryOptions::new(Duration::from_secs(300))
+//!     .l1_ttl(Duration::from_secs(30))
+//!     .jitter(Duration::from_secs(5))
+//!     .fail_safe(Duration::from_secs(3600))
+//!     .soft_timeout(Duration::from_millis(100))
+//!     .eager_refresh(0.8);
+//!
+//! let menu: Vec<String> = cache
+//!     .get_or_load("menu:daily:current", &menu_options, || async {
+//!         Ok::<_, std::io::Error>(vec!["ragi mudde".to_owned()]) // the database query
+//!     })
+//!     .await?;
+//! # let _ = menu;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `redis` | yes | the Redis L2, its circuit breaker and the distributed lock |
+//!
 //! # Where this comes from
 //!
 //! This crate serves sections 2.1 (multi-layer caching) and 2.2 (invalidation
@@ -32,7 +68,18 @@
 //!
 //! # Status
 //!
-//! The API is being built; see the repository's README for what has landed.
+//! Available: [`Cache`] with L1 (moka, bounded by bytes, per-entry TTL) and
+//! L2 (Redis: plain JSON values, GET + PTTL in one round trip, a timeout and
+//! circuit breaker on every call), `get_or_load` with single flight, the
+//! distributed lock, fail-safe stale values with throttling, soft and hard
+//! loader timeouts, eager refresh, warmers ([`Cache::add_warmer`],
+//! [`Cache::warm`]) and [`Cache::stats`] plus `metrics` counters
+//! (`hasivu_cache_lookups_total{result}`, `hasivu_cache_loads_total`,
+//! `hasivu_cache_load_errors_total`, `hasivu_cache_stale_served_total`,
+//! `hasivu_cache_l2_errors_total`, the `hasivu_cache_load_duration_seconds`
+//! histogram). Not yet: Redis Cluster, a strict mode that surfaces Redis
+//! errors, a breaker-state gauge, invalidation rules, the backplane and the
+//! HTTP layer.
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 
 /// A snapshot of the cache's counters since it was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +46,7 @@ pub(crate) struct Stats {
     m_l2_hits: Counter,
     m_misses: Counter,
     m_loads: Counter,
+    m_load_seconds: Histogram,
     m_load_errors: Counter,
     m_stale: Counter,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -76,6 +77,7 @@ impl Stats {
             m_l2_hits: lookups("hit_l2"),
             m_misses: lookups("miss"),
             m_loads: metrics::counter!("hasivu_cache_loads_total", "cache" => name.clone()),
+            m_load_seconds: metrics::histogram!("hasivu_cache_load_duration_seconds", "cache" => name.clone()),
             m_load_errors: metrics::counter!("hasivu_cache_load_errors_total", "cache" => name.clone()),
             m_stale: metrics::counter!("hasivu_cache_stale_served_total", "cache" => name.clone()),
             m_l2_errors: metrics::counter!("hasivu_cache_l2_errors_total", "cache" => name),
@@ -97,6 +99,10 @@ impl Stats {
     pub(crate) fn load(&self) {
         self.loads.fetch_add(1, Relaxed);
         self.m_loads.increment(1);
+    }
+    /// How long a loader call took, successful or not.
+    pub(crate) fn load_duration(&self, elapsed: std::time::Duration) {
+        self.m_load_seconds.record(elapsed.as_secs_f64());
     }
     pub(crate) fn load_error(&self) {
         self.load_errors.fetch_add(1, Relaxed);
