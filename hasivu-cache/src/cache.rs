@@ -130,6 +130,9 @@ struct Inner<C> {
     l2: Option<crate::l2::RedisL2>,
     #[cfg(feature = "redis")]
     lock: Option<(crate::lock::DistributedLock, Duration)>,
+    /// Redis failures are returned to callers instead of absorbed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    strict: bool,
     codec: C,
     flights: Mutex<HashMap<Arc<str>, Flight>>,
     stats: Stats,
@@ -156,6 +159,7 @@ struct RedisSettings {
     breaker_threshold: u32,
     breaker_open_for: Duration,
     lock_ttl: Option<Duration>,
+    strict: bool,
 }
 
 impl Default for CacheBuilder {
@@ -171,6 +175,7 @@ impl Default for CacheBuilder {
                 breaker_threshold: 5,
                 breaker_open_for: Duration::from_secs(5),
                 lock_ttl: None,
+                strict: false,
             },
         }
     }
@@ -251,6 +256,17 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Strict mode: Redis failures in `get`, `set`, `remove` and the L2
+    /// lookup of `get_or_load` are returned as [`Error::L2`] instead of
+    /// being treated as misses. A value the loader produced is still
+    /// returned when only its L2 write failed. Off by default.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.redis.strict = strict;
+        self
+    }
+
     /// Builds the cache. Metric handles are resolved here: install the
     /// `metrics` recorder before building caches.
     ///
@@ -299,6 +315,7 @@ impl<C: Codec> CacheBuilder<C> {
                 l2,
                 #[cfg(feature = "redis")]
                 lock,
+                strict: self.redis.strict,
                 codec: self.codec,
                 flights: Mutex::new(HashMap::new()),
                 warmers: Mutex::new(Vec::new()),
@@ -320,8 +337,8 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// None today: Redis failures count as misses. The `Result` leaves room
-    /// for a strict mode.
+    /// In strict mode, [`Error::L2`] when Redis fails; otherwise Redis
+    /// failures count as misses.
     pub async fn get<T>(&self, key: &str) -> Result<Option<T>, Error>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
@@ -333,7 +350,7 @@ impl<C: Codec> Cache<C> {
         if let Some(value) = self
             .inner
             .l2_lookup::<T>(key, &EntryOptions::default())
-            .await
+            .await?
         {
             self.inner.stats.l2_hit();
             return Ok(Some((*value).clone()));
@@ -346,7 +363,8 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::Codec`] when the value cannot be encoded.
+    /// [`Error::Codec`] when the value cannot be encoded; in strict mode,
+    /// [`Error::L2`] when Redis fails.
     pub async fn set<T>(&self, key: &str, value: T, options: &EntryOptions) -> Result<(), Error>
     where
         T: Serialize + Send + Sync + 'static,
@@ -355,19 +373,26 @@ impl<C: Codec> Cache<C> {
         self.inner
             .store(key, Arc::new(value), bytes.len(), options, None)
             .await;
-        self.inner.l2_store(key, &bytes, options).await;
-        Ok(())
+        self.inner.l2_store(key, &bytes, options).await
     }
 
     /// Removes `key` from L1 and L2.
-    pub async fn remove(&self, key: &str) {
+    ///
+    /// # Errors
+    ///
+    /// In strict mode, [`Error::L2`] when Redis fails.
+    pub async fn remove(&self, key: &str) -> Result<(), Error> {
         self.inner.l1.invalidate(key).await;
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.inner.l2
-            && l2.remove(key).await.is_err()
+            && let Err(error) = l2.remove(key).await
         {
             self.inner.stats.l2_error();
+            if self.inner.strict {
+                return Err(Error::L2(error.into()));
+            }
         }
+        Ok(())
     }
 
     /// The state of the circuit breaker in front of Redis (`None` without
@@ -494,7 +519,7 @@ impl<C: Codec> Cache<C> {
                 key: &task_key,
             };
             // L2 first: one lookup for all the callers of this flight.
-            if let Some(value) = inner.l2_lookup::<T>(&task_key, &options).await {
+            if let Some(value) = inner.l2_lookup::<T>(&task_key, &options).await? {
                 return Ok((value as Value, Source::L2));
             }
             let lock = match inner.lock_or_wait::<T>(&task_key, &options).await {
@@ -521,7 +546,8 @@ impl<C: Codec> Cache<C> {
                         )
                         .await;
                     if let Some(bytes) = &bytes {
-                        inner.l2_store(&task_key, bytes, &options).await;
+                        // The value is good even if Redis did not take it.
+                        let _ = inner.l2_store(&task_key, bytes, &options).await;
                     }
                     Ok((value as Value, Source::Loader))
                 }
@@ -588,9 +614,9 @@ impl<C: Codec> Inner<C> {
         self.l1.insert(Arc::from(key), Arc::new(slot)).await;
     }
 
-    /// Reads `key` from L2 and keeps it in L1. Redis failures and values
-    /// that do not decode as `T` are misses.
-    async fn l2_lookup<T>(&self, key: &str, options: &EntryOptions) -> Option<Arc<T>>
+    /// Reads `key` from L2 and keeps it in L1. Values that do not decode as
+    /// `T` are misses; Redis failures too, except in strict mode.
+    async fn l2_lookup<T>(&self, key: &str, options: &EntryOptions) -> Result<Option<Arc<T>>, Error>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -610,31 +636,37 @@ impl<C: Codec> Inner<C> {
                             remaining,
                         )
                         .await;
-                        return Some(value);
+                        return Ok(Some(value));
                     }
                 }
                 Ok(None) => {}
-                Err(_) => self.stats.l2_error(),
+                Err(error) => {
+                    self.stats.l2_error();
+                    if self.strict {
+                        return Err(Error::L2(error.into()));
+                    }
+                }
             }
         }
         let _ = (key, options);
-        None
+        Ok(None)
     }
 
     /// Writes encoded bytes to L2 for the jittered L2 TTL; failures are
-    /// counted, not returned.
-    async fn l2_store(&self, key: &str, bytes: &[u8], options: &EntryOptions) {
+    /// counted, and returned in strict mode.
+    async fn l2_store(&self, key: &str, bytes: &[u8], options: &EntryOptions) -> Result<(), Error> {
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.l2
             && !options.skip_l2
-            && l2
-                .set(key, bytes, options.jittered(options.l2_ttl))
-                .await
-                .is_err()
+            && let Err(error) = l2.set(key, bytes, options.jittered(options.l2_ttl)).await
         {
             self.stats.l2_error();
+            if self.strict {
+                return Err(Error::L2(error.into()));
+            }
         }
         let _ = (key, bytes, options);
+        Ok(())
     }
 
     /// With the distributed lock on: takes it, or waits for the holder's
@@ -654,7 +686,7 @@ impl<C: Codec> Inner<C> {
                     let deadline = Instant::now() + *ttl;
                     while Instant::now() < deadline {
                         tokio::time::sleep(LOCK_POLL).await;
-                        if let Some(value) = self.l2_lookup::<T>(key, options).await {
+                        if let Ok(Some(value)) = self.l2_lookup::<T>(key, options).await {
                             return LockOutcome::Loaded(value);
                         }
                     }

@@ -52,7 +52,7 @@ async fn set_get_remove_and_types() {
         cache.get::<String>("school:active:list").await.unwrap(),
         None
     );
-    cache.remove("school:active:list").await;
+    cache.remove("school:active:list").await.unwrap();
     assert_eq!(
         cache.get::<Vec<u32>>("school:active:list").await.unwrap(),
         None

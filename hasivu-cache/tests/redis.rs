@@ -68,7 +68,7 @@ async fn l2_hits_are_promoted_and_instances_share_writes() {
     );
     assert_eq!(b.stats().l1_hits, 1, "the second read is served from L1");
 
-    a.remove("menu:daily:current").await;
+    a.remove("menu:daily:current").await.unwrap();
     let mut conn = raw(&redis).await;
     let left: Option<String> = conn.get("menu:daily:current").await.unwrap();
     assert_eq!(left, None, "remove reaches Redis");
@@ -207,4 +207,33 @@ async fn a_redis_outage_is_absorbed_and_recovery_is_automatic() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(b.l2_breaker(), Some(BreakerState::Closed));
+}
+
+#[tokio::test]
+async fn strict_mode_reports_redis_failures_the_default_absorbs_them() {
+    let mut redis = RedisServer::start();
+    let strict = Cache::builder()
+        .redis(redis.url())
+        .l2_timeout(Duration::from_millis(200))
+        .strict(true)
+        .build()
+        .unwrap();
+    let calm = cache(&redis);
+    redis.stop();
+    let error = strict.get::<String>("k").await.unwrap_err();
+    assert!(matches!(error, hasivu_cache::Error::L2(_)), "{error:?}");
+    assert!(
+        strict
+            .set("k", 1u8, &EntryOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(strict.remove("k").await.is_err());
+    assert_eq!(calm.get::<String>("k").await.unwrap(), None);
+    calm.set("k", 1u8, &EntryOptions::default()).await.unwrap();
+    assert_eq!(
+        calm.get::<u8>("k").await.unwrap(),
+        Some(1),
+        "L1 still works"
+    );
 }
