@@ -210,24 +210,26 @@ impl Zipf {
     }
 }
 
-fn hit_rate_simulation() -> String {
+/// Replays a Zipf(1.0) workload; with `redis`, an L2 holds what L1 evicts.
+fn hit_rate_simulation(redis: Option<&hasivu_testkit::RedisServer>) -> String {
     const KEYS: usize = 100_000;
     const REQUESTS: usize = 1_000_000;
     let value = "x".repeat(100);
     // Each entry weighs key + value + 96 bytes; size L1 for 10% of the keys.
     let entry_weight = "user:profile:99999".len() + value.len() + 2 + 96;
-    let cache = Cache::builder()
-        .max_l1_bytes((KEYS / 10 * entry_weight) as u64)
-        .build()
-        .unwrap();
     let options = EntryOptions::new(Duration::from_secs(3600));
     let loads = Arc::new(AtomicU64::new(0));
     let mut zipf = Zipf::new(KEYS, 1.0);
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let stats = runtime.block_on(async {
+        let mut builder = Cache::builder().max_l1_bytes((KEYS / 10 * entry_weight) as u64);
+        if let Some(redis) = redis {
+            builder = builder.redis(redis.url());
+        }
+        let cache = builder.build().unwrap();
         for _ in 0..REQUESTS {
             let key = format!("user:profile:{}", zipf.sample());
             let value = value.clone();
@@ -240,10 +242,18 @@ fn hit_rate_simulation() -> String {
                 .await
                 .unwrap();
         }
+        cache.stats()
     });
-    let stats = cache.stats();
+    let lookups = (stats.l1_hits + stats.l2_hits + stats.misses) as f64;
     format!(
-        "Zipf(1.0) over {KEYS} keys, {REQUESTS} requests, L1 sized for 10% of the keys: L1 hit rate {:.1}% ({} loads)",
+        "Zipf(1.0) over {KEYS} keys, {REQUESTS} requests, L1 sized for 10% of the keys{}: \
+         L1 hit rate {:.1}%, overall hit rate {:.1}% ({} loads)",
+        if redis.is_some() {
+            ", Redis L2"
+        } else {
+            ", no L2"
+        },
+        stats.l1_hits as f64 / lookups * 100.0,
         stats.hit_rate().unwrap_or(0.0) * 100.0,
         loads.load(Ordering::Relaxed)
     )
@@ -261,5 +271,7 @@ fn main() {
         &criterion_dir(env!("CARGO_TARGET_TMPDIR")),
         &rows,
     );
-    println!("\n{}", hit_rate_simulation());
+    println!("\n{}", hit_rate_simulation(None));
+    let redis = hasivu_testkit::RedisServer::start();
+    println!("{}", hit_rate_simulation(Some(&redis)));
 }

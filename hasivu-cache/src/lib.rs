@@ -77,9 +77,9 @@
 //! (`hasivu_cache_lookups_total{result}`, `hasivu_cache_loads_total`,
 //! `hasivu_cache_load_errors_total`, `hasivu_cache_stale_served_total`,
 //! `hasivu_cache_l2_errors_total`, the `hasivu_cache_load_duration_seconds`
-//! histogram). Not yet: Redis Cluster, a strict mode that surfaces Redis
-//! errors, a breaker-state gauge, invalidation rules, the backplane and the
-//! HTTP layer.
+//! histogram), and a strict mode that returns Redis failures instead of
+//! absorbing them. Not yet: Redis Cluster, a breaker-state gauge,
+//! invalidation rules, the backplane and the HTTP layer.
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
