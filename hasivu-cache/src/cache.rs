@@ -154,6 +154,8 @@ pub struct CacheBuilder<C = JsonCodec> {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RedisSettings {
     url: Option<String>,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    cluster: Vec<String>,
     prefix: String,
     timeout: Duration,
     breaker_threshold: u32,
@@ -170,6 +172,7 @@ impl Default for CacheBuilder {
             codec: JsonCodec,
             redis: RedisSettings {
                 url: None,
+                cluster: Vec::new(),
                 prefix: String::new(),
                 timeout: Duration::from_millis(250),
                 breaker_threshold: 5,
@@ -213,6 +216,20 @@ impl<C: Codec> CacheBuilder<C> {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis.url = Some(url.into());
+        self
+    }
+
+    /// Adds a Redis Cluster as L2, reached through any of `urls`. Every
+    /// command touches one key, so no call is cross-slot; the distributed
+    /// lock's key (`lock:` + key) lands wherever its hash puts it.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn redis_cluster<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redis.cluster = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -276,26 +293,36 @@ impl<C: Codec> CacheBuilder<C> {
     /// when called outside a Tokio runtime.
     pub fn build(self) -> Result<Cache<C>, Error> {
         #[cfg(feature = "redis")]
-        let (l2, lock) = match &self.redis.url {
-            Some(url) => {
-                let breaker = crate::breaker::Breaker::new(
+        let (l2, lock) = {
+            let breaker = || {
+                crate::breaker::Breaker::new(
                     self.redis.breaker_threshold,
                     self.redis.breaker_open_for,
-                );
-                let l2 = crate::l2::RedisL2::new(
-                    url,
-                    self.redis.prefix.clone(),
-                    self.redis.timeout,
-                    breaker,
                 )
-                .map_err(Error::L2)?;
-                let lock = self
-                    .redis
-                    .lock_ttl
-                    .map(|ttl| (crate::lock::DistributedLock::new(l2.clone()), ttl));
-                (Some(l2), lock)
-            }
-            None => (None, None),
+            };
+            let prefix = self.redis.prefix.clone();
+            let timeout = self.redis.timeout;
+            let l2 = match &self.redis.url {
+                Some(url) => Some(
+                    crate::l2::RedisL2::new(url, prefix, timeout, breaker()).map_err(Error::L2)?,
+                ),
+                #[cfg(feature = "cluster")]
+                None if !self.redis.cluster.is_empty() => Some(
+                    crate::l2::RedisL2::new_cluster(
+                        &self.redis.cluster,
+                        prefix,
+                        timeout,
+                        breaker(),
+                    )
+                    .map_err(Error::L2)?,
+                ),
+                None => None,
+            };
+            let lock = match (&l2, self.redis.lock_ttl) {
+                (Some(l2), Some(ttl)) => Some((crate::lock::DistributedLock::new(l2.clone()), ttl)),
+                _ => None,
+            };
+            (l2, lock)
         };
         let l1 = moka::future::Cache::builder()
             .max_capacity(self.max_l1_bytes)

@@ -1,13 +1,14 @@
 //! The Redis L2: byte values under prefixed keys, every call bounded by a
-//! timeout and guarded by a circuit breaker.
-// The cache engine that calls this lands separately.
+//! timeout and guarded by a circuit breaker. One server, or a Redis Cluster
+//! with the `cluster` feature: every command touches one key (GET and PTTL
+//! of one key share its slot), so no call is cross-slot.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use redis::{
-    ErrorKind, RedisError, RedisResult, ServerErrorKind,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
 };
 
 use crate::{
@@ -34,11 +35,60 @@ pub(crate) enum L2Error {
     Redis(#[from] RedisError),
 }
 
+/// A connection to one server or to a cluster; both reconnect by themselves.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connection::Single(_) => f.write_str("Connection::Single"),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(_) => f.write_str("Connection::Cluster"),
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// The Redis side of the cache. Cheap to clone: clones share the connection
 /// and the breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisL2 {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
@@ -65,7 +115,33 @@ impl RedisL2 {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?);
+        Ok(Self {
+            conn,
+            prefix: prefix.into().into(),
+            timeout,
+            breaker: Arc::new(breaker),
+        })
+    }
+
+    /// Like [`new`](Self::new), for a Redis Cluster reached through any of
+    /// `urls`. The connection is pending until the first call, so building
+    /// succeeds while the cluster is down.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn new_cluster(
+        urls: &[String],
+        prefix: impl Into<String>,
+        timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, BoxError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("RedisL2::new_cluster must be called within a Tokio runtime".into());
+        }
+        let client = redis::cluster::ClusterClient::new(urls.iter().map(String::as_str))?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let conn = Connection::Cluster(client.get_pending_async_connection_with_config(config));
         Ok(Self {
             conn,
             prefix: prefix.into().into(),
@@ -133,7 +209,7 @@ impl RedisL2 {
     /// its outcome.
     pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, L2Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.allow() {
