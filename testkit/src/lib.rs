@@ -5,6 +5,8 @@
 //! `initdb` and `postgres`. Each server gets a free loopback port and its own
 //! temporary directory, so any number of test processes (nextest runs one per
 //! test) can use servers at once. Servers are killed when dropped.
+//! [`RedisCluster`] joins three such `redis-server`s into a Redis Cluster
+//! (three masters, no replicas, all 16384 slots) for cluster-client tests.
 //!
 //! Both offer `stop()` and `start_again()` on the same port, so a test can
 //! take a dependency away in the middle of a run and bring it back, the way
@@ -27,11 +29,13 @@
 //! Servers started by a process that is killed outright (not unwound) are not
 //! cleaned up; `pkill -f hasivu-redis-` and `pkill -f hasivu-pg-` find them.
 
+mod cluster;
 mod error;
 mod postgres;
 mod process;
 mod redis;
 
+pub use cluster::RedisCluster;
 pub use error::Error;
 pub use postgres::{PostgresServer, PostgresServerBuilder};
 pub use redis::{RedisServer, RedisServerBuilder};
