@@ -57,6 +57,7 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `redis` | yes | the Redis L2, its circuit breaker and the distributed lock |
+//! | `cluster` | no | Redis Cluster as L2 ([`CacheBuilder::redis_cluster`]) |
 //!
 //! # Where this comes from
 //!
@@ -78,8 +79,9 @@
 //! `hasivu_cache_load_errors_total`, `hasivu_cache_stale_served_total`,
 //! `hasivu_cache_l2_errors_total`, the `hasivu_cache_load_duration_seconds`
 //! histogram), and a strict mode that returns Redis failures instead of
-//! absorbing them. Not yet: Redis Cluster, a breaker-state gauge,
-//! invalidation rules, the backplane and the HTTP layer.
+//! absorbing them, and Redis Cluster as L2 (feature `cluster`). Not yet: a
+//! breaker-state gauge, invalidation rules, the backplane and the HTTP
+//! layer.
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]

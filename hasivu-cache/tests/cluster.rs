@@ -1,0 +1,113 @@
+//! The cache on a real three-master Redis Cluster (started by the testkit).
+#![cfg(feature = "cluster")]
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hasivu_cache::{Cache, EntryOptions};
+use hasivu_testkit::RedisCluster;
+
+fn cache(cluster: &RedisCluster) -> Cache {
+    Cache::builder()
+        .redis_cluster(cluster.urls())
+        .l2_timeout(Duration::from_millis(500))
+        .breaker(3, Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_values_across_all_masters() {
+    let cluster = RedisCluster::start();
+    let a = cache(&cluster);
+    let b = cache(&cluster);
+    let options = EntryOptions::new(Duration::from_secs(60));
+    // Thirty keys spread over the three masters' slots.
+    for i in 0..30 {
+        a.set(&format!("user:profile:{i}"), i, &options)
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        assert_eq!(
+            b.get::<u32>(&format!("user:profile:{i}")).await.unwrap(),
+            Some(i)
+        );
+    }
+    assert_eq!(b.stats().l2_hits, 30);
+
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let raw: String = redis::cmd("GET")
+        .arg("user:profile:7")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(raw, "7", "plain JSON in the cluster too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_works_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let build = || {
+        Cache::builder()
+            .redis_cluster(cluster.urls())
+            .distributed_lock(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let instances = [build(), build()];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let options = EntryOptions::new(Duration::from_secs(60));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let cache = instances[i % 2].clone();
+        let options = options.clone();
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load("menu:daily:current", &options, move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, io::Error>("menu".to_owned())
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "menu");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_does_not_fail_requests() {
+    let mut cluster = RedisCluster::start();
+    let a = cache(&cluster);
+    let options = EntryOptions::new(Duration::from_secs(60));
+    cluster.node_mut(2).stop();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for i in 0..30 {
+        let calls = Arc::clone(&calls);
+        let value: u32 = a
+            .get_or_load(&format!("user:profile:{i}"), &options, move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, io::Error>(i)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            value, i,
+            "every request answered, from the loader if need be"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 30);
+    cluster.node_mut(2).start_again();
+    cluster.try_wait_ok().unwrap();
+}
