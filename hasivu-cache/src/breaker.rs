@@ -11,7 +11,6 @@ use std::{
 use tokio::time::Instant;
 
 /// The state of the circuit breaker in front of Redis.
-// Public because the crate re-exports it once the engine lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {
     /// Calls go through; consecutive failures are counted.

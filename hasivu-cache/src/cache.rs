@@ -496,9 +496,11 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters and the L2 breaker's state.
     pub fn stats(&self) -> CacheStats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        stats.l2_breaker = self.l2_breaker();
+        stats
     }
 
     async fn l1_lookup<T: Clone + 'static>(&self, key: &str) -> Lookup<T> {

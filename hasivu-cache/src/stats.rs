@@ -23,6 +23,9 @@ pub struct CacheStats {
     pub stale_served: u64,
     /// Failed L2 calls (including calls refused by the open breaker).
     pub l2_errors: u64,
+    /// The state of the circuit breaker in front of Redis (`None` without
+    /// L2).
+    pub l2_breaker: Option<crate::BreakerState>,
 }
 
 impl CacheStats {
@@ -127,6 +130,7 @@ impl Stats {
             load_errors: self.load_errors.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             l2_errors: self.l2_errors.load(Relaxed),
+            l2_breaker: None,
         }
     }
 }

@@ -190,6 +190,7 @@ async fn a_redis_outage_is_absorbed_and_recovery_is_automatic() {
         started.elapsed()
     );
     assert_eq!(b.l2_breaker(), Some(BreakerState::Open));
+    assert_eq!(b.stats().l2_breaker, Some(BreakerState::Open));
     assert!(b.stats().l2_errors >= 2);
 
     redis.start_again();
