@@ -41,6 +41,10 @@ struct Slot {
     fresh_until: Instant,
     stale_until: Instant,
     refresh_at: Option<Instant>,
+    /// Whether a hit must read the clock: with a stale window or an eager
+    /// refresh, or when the cache follows tokio's clock. Otherwise moka's
+    /// own expiry (at `fresh_until`) already keeps out expired slots.
+    check_clock: bool,
 }
 
 impl Slot {
@@ -125,6 +129,7 @@ impl<C> std::fmt::Debug for Cache<C> {
 
 struct Inner<C> {
     name: String,
+    tokio_time: bool,
     l1: moka::future::Cache<Arc<str>, Arc<Slot>>,
     #[cfg(feature = "redis")]
     l2: Option<crate::l2::RedisL2>,
@@ -145,6 +150,7 @@ struct Inner<C> {
 pub struct CacheBuilder<C = JsonCodec> {
     name: String,
     max_l1_bytes: u64,
+    tokio_time: bool,
     codec: C,
     redis: RedisSettings,
 }
@@ -169,6 +175,7 @@ impl Default for CacheBuilder {
         Self {
             name: "default".to_owned(),
             max_l1_bytes: 64 * 1024 * 1024,
+            tokio_time: false,
             codec: JsonCodec,
             redis: RedisSettings {
                 url: None,
@@ -199,11 +206,24 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Checks freshness against tokio's clock on every L1 hit, so tests that
+    /// pause and advance time (`tokio::time::pause`) see entries expire.
+    ///
+    /// Off by default: an entry without fail-safe or eager refresh is then
+    /// fresh exactly as long as moka keeps it (moka expires it on the
+    /// system's monotonic clock, which is tokio's outside paused tests), and
+    /// its hits read no clock at all.
+    pub fn tokio_time(mut self, enabled: bool) -> Self {
+        self.tokio_time = enabled;
+        self
+    }
+
     /// Replaces the codec (default [`JsonCodec`]).
     pub fn codec<C2: Codec>(self, codec: C2) -> CacheBuilder<C2> {
         CacheBuilder {
             name: self.name,
             max_l1_bytes: self.max_l1_bytes,
+            tokio_time: self.tokio_time,
             codec,
             redis: self.redis,
         }
@@ -337,6 +357,7 @@ impl<C: Codec> CacheBuilder<C> {
             inner: Arc::new(Inner {
                 stats: Stats::new(&self.name),
                 name: self.name,
+                tokio_time: self.tokio_time,
                 l1,
                 #[cfg(feature = "redis")]
                 l2,
@@ -507,6 +528,16 @@ impl<C: Codec> Cache<C> {
         let Some(slot) = self.inner.l1.get(key).await else {
             return Lookup::Miss;
         };
+        if !slot.check_clock {
+            // moka returned it, so its TTL has not run out.
+            return match typed::<T>(&slot.value) {
+                Some(value) => Lookup::Fresh {
+                    value,
+                    refresh_due: false,
+                },
+                None => Lookup::Miss,
+            };
+        }
         let now = Instant::now();
         if slot.fresh_until > now {
             match typed::<T>(&slot.value) {
@@ -639,6 +670,9 @@ impl<C: Codec> Inner<C> {
             fresh_until,
             stale_until: fresh_until + options.fail_safe.unwrap_or(Duration::ZERO),
             refresh_at: options.eager_refresh.map(|share| now + ttl.mul_f64(share)),
+            check_clock: self.tokio_time
+                || options.fail_safe.is_some()
+                || options.eager_refresh.is_some(),
         };
         self.l1.insert(Arc::from(key), Arc::new(slot)).await;
     }
@@ -749,6 +783,7 @@ impl<C: Codec> Inner<C> {
             let throttled = Slot {
                 value: Arc::clone(&slot.value),
                 weight: slot.weight,
+                check_clock: true,
                 fresh_until: (now + options.fail_safe_throttle).min(slot.stale_until),
                 stale_until: slot.stale_until,
                 refresh_at: None,

@@ -1,5 +1,6 @@
 //! The get-or-load engine with L1 only: single flight, TTLs, fail-safe,
-//! timeouts, eager refresh, warming. Time is tokio's paused clock.
+//! timeouts, eager refresh, warming. Time is tokio's paused clock
+//! (`tokio_time(true)`), except in the one test of the default time source.
 
 use std::{
     io,
@@ -37,7 +38,7 @@ fn loader(
 
 #[tokio::test(start_paused = true)]
 async fn set_get_remove_and_types() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let options = EntryOptions::new(secs(60));
     cache
         .set("school:active:list", vec![1u32, 2, 3], &options)
@@ -61,7 +62,7 @@ async fn set_get_remove_and_types() {
 
 #[tokio::test(start_paused = true)]
 async fn entries_expire_after_their_ttl() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     cache
         .set("k", 1u8, &EntryOptions::new(secs(10)))
         .await
@@ -74,7 +75,7 @@ async fn entries_expire_after_their_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_concurrent_callers_run_the_loader_once() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let options = EntryOptions::new(secs(60));
     let mut tasks = Vec::new();
@@ -99,7 +100,7 @@ async fn a_thousand_concurrent_callers_run_the_loader_once() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_safe_serves_the_stale_value_when_the_loader_fails() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let options = EntryOptions::new(secs(10))
         .fail_safe(secs(3600))
@@ -141,7 +142,7 @@ async fn fail_safe_serves_the_stale_value_when_the_loader_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_stale_value_the_loader_error_is_returned() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let error = cache
         .get_or_load::<String, _, _, _>(
@@ -157,7 +158,7 @@ async fn without_a_stale_value_the_loader_error_is_returned() {
 
 #[tokio::test(start_paused = true)]
 async fn soft_timeout_serves_stale_and_the_loader_finishes_in_the_background() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let options = EntryOptions::new(secs(10))
         .fail_safe(secs(3600))
@@ -188,7 +189,7 @@ async fn soft_timeout_serves_stale_and_the_loader_finishes_in_the_background() {
 
 #[tokio::test(start_paused = true)]
 async fn hard_timeout_without_stale_is_an_error_but_the_load_completes() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let options = EntryOptions::new(secs(10)).hard_timeout(secs(1));
     let error = cache
@@ -208,7 +209,7 @@ async fn hard_timeout_without_stale_is_an_error_but_the_load_completes() {
 
 #[tokio::test(start_paused = true)]
 async fn eager_refresh_reloads_once_in_the_background() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let options = EntryOptions::new(secs(10)).eager_refresh(0.5);
     cache
@@ -238,7 +239,7 @@ async fn eager_refresh_reloads_once_in_the_background() {
 
 #[tokio::test(start_paused = true)]
 async fn warming_reports_failures_without_stopping_the_others() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     let options = EntryOptions::new(secs(300));
     cache.add_warmer("menu:daily:current", options.clone(), || async {
         Ok::<_, io::Error>(vec!["dal".to_owned()])
@@ -262,7 +263,7 @@ async fn warming_reports_failures_without_stopping_the_others() {
 
 #[tokio::test(start_paused = true)]
 async fn hit_rate_counts_l1_hits_and_misses() {
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().tokio_time(true).build().unwrap();
     assert_eq!(cache.stats().hit_rate(), None);
     cache
         .set("a", 1u8, &EntryOptions::new(secs(60)))
@@ -275,4 +276,19 @@ async fn hit_rate_counts_l1_hits_and_misses() {
     let stats = cache.stats();
     assert_eq!((stats.l1_hits, stats.misses), (9, 1));
     assert_eq!(stats.hit_rate(), Some(0.9));
+}
+
+/// The default time source: moka expires entries on the real monotonic
+/// clock, and hits of plain entries read no clock. This one test needs real
+/// time, because that is what it checks.
+#[tokio::test]
+async fn by_default_entries_expire_on_the_real_clock() {
+    let cache = Cache::builder().build().unwrap();
+    cache
+        .set("k", 1u8, &EntryOptions::new(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(cache.get::<u8>("k").await.unwrap(), None);
 }
