@@ -69,6 +69,9 @@
 //!
 //! # Status
 //!
+//! Tests that control time with `tokio::time::pause` build the cache with
+//! [`CacheBuilder::tokio_time`], so that entries expire on tokio's clock.
+//!
 //! Available: [`Cache`] with L1 (moka, bounded by bytes, per-entry TTL) and
 //! L2 (Redis: plain JSON values, GET + PTTL in one round trip, a timeout and
 //! circuit breaker on every call), `get_or_load` with single flight, the
