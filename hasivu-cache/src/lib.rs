@@ -92,6 +92,7 @@
 mod breaker;
 mod cache;
 mod codec;
+mod duration;
 mod error;
 #[cfg(feature = "redis")]
 mod l2;

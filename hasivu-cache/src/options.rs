@@ -20,18 +20,54 @@ use std::time::Duration;
 ///     .hard_timeout(Duration::from_secs(2))
 ///     .eager_refresh(0.8);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Options also load from configuration (any serde format); durations are
+/// written `"250ms"`, `"30s"`, `"5m"`, `"1h"` or as a number of seconds, and
+/// missing fields take the defaults:
+///
+/// ```
+/// use std::time::Duration;
+/// use hasivu_cache::EntryOptions;
+///
+/// let options: EntryOptions = serde_json::from_str(
+///     r#"{ "l1_ttl": "30s", "l2_ttl": "5m", "fail_safe": "1h", "eager_refresh": 0.8 }"#,
+/// ).unwrap();
+/// assert_eq!(
+///     options,
+///     EntryOptions::new(Duration::from_secs(300))
+///         .l1_ttl(Duration::from_secs(30))
+///         .fail_safe(Duration::from_secs(3600))
+///         .eager_refresh(0.8)
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EntryOptions {
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub(crate) l1_ttl: Duration,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub(crate) l2_ttl: Duration,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub(crate) jitter: Duration,
+    #[serde(deserialize_with = "crate::duration::deserialize_option")]
     pub(crate) fail_safe: Option<Duration>,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub(crate) fail_safe_throttle: Duration,
+    #[serde(deserialize_with = "crate::duration::deserialize_option")]
     pub(crate) soft_timeout: Option<Duration>,
+    #[serde(deserialize_with = "crate::duration::deserialize_option")]
     pub(crate) hard_timeout: Option<Duration>,
+    #[serde(deserialize_with = "deserialize_share")]
     pub(crate) eager_refresh: Option<f64>,
     pub(crate) skip_l1: bool,
     pub(crate) skip_l2: bool,
+}
+
+/// An eager-refresh share from configuration: outside `0.0..1.0` is off, as
+/// with [`EntryOptions::eager_refresh`].
+fn deserialize_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let share: Option<f64> = serde::Deserialize::deserialize(d)?;
+    Ok(share.filter(|share| *share > 0.0 && *share < 1.0))
 }
 
 impl Default for EntryOptions {
@@ -150,5 +186,22 @@ impl EntryOptions {
         }
         let extra = fastrand::u64(0..=self.jitter.as_millis().min(u128::from(u64::MAX)) as u64);
         ttl + Duration::from_millis(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_is_validated() {
+        let options: EntryOptions =
+            serde_json::from_str(r#"{ "eager_refresh": 0, "hard_timeout": 2 }"#).unwrap();
+        assert_eq!(options.eager_refresh, None, "0 turns eager refresh off");
+        assert_eq!(options.hard_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(options.l1_ttl, EntryOptions::default().l1_ttl);
+        let error = serde_json::from_str::<EntryOptions>(r#"{ "l1_ttl": "soon" }"#).unwrap_err();
+        assert!(error.to_string().contains("invalid duration"), "{error}");
+        assert!(serde_json::from_str::<EntryOptions>(r#"{ "ttl": "1s" }"#).is_err());
     }
 }

@@ -45,6 +45,7 @@
 //! | `gzip` | yes | gzip through flate2's `zlib-rs` backend |
 //! | `deflate` | no | deflate (zlib format) through flate2's `zlib-rs` backend |
 //! | `fields` | no | JSON field selection (`serde_json`, `percent-encoding`) |
+//! | `serde` | no | `serde::Deserialize` for [`Levels`], to load levels from configuration |
 //! | `full` | no | all of the above |
 //!
 //! # Where this comes from

@@ -13,6 +13,8 @@ use crate::Coding;
 /// "fast" levels are allowed down to -7), br to 0..=11, gzip and deflate to
 /// 0..=9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Levels {
     /// zstd level.
     pub zstd: i32,

@@ -706,3 +706,18 @@ async fn zstd_windows_stay_within_rfc_9659_at_every_level() {
         assert_eq!(unzstd_rfc9659(&body), original, "level {level}, streamed");
     }
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn levels_load_from_configuration() {
+    let levels: Levels = serde_json::from_str(r#"{ "br": 5, "zstd": 1 }"#).unwrap();
+    assert_eq!(
+        levels,
+        Levels {
+            br: 5,
+            zstd: 1,
+            ..Levels::default()
+        }
+    );
+    assert!(serde_json::from_str::<Levels>(r#"{ "brotli": 5 }"#).is_err());
+}
