@@ -1,5 +1,4 @@
 //! A Redis lock for single-flight loads across instances.
-// The cache engine that calls this lands separately.
 
 use std::{sync::Arc, time::Duration};
 
