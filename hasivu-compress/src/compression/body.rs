@@ -25,18 +25,20 @@ pin_project! {
     #[project = StateProj]
     enum State<B> {
         Passthrough { #[pin] body: B },
-        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Full { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         // Boxed: a body that was polled while the headers were decided
         // cannot move otherwise; one allocation next to a codec's.
         Streaming {
             body: Pin<Box<B>>,
-            encoder: StreamEncoder,
+            // Boxed, like the body: a codec is hundreds of bytes, and the
+            // body moves with every response.
+            encoder: Box<StreamEncoder>,
             prefix: Option<Bytes>,
             flush_every_frame: bool,
             // Input written since the last flush.
             unflushed: bool,
             finished: bool,
-            trailers: Option<HeaderMap>,
+            trailers: Option<Box<HeaderMap>>,
         },
         Failed { error: Option<BoxError> },
     }
@@ -67,7 +69,7 @@ impl<B> CompressionBody<B> {
         Self {
             state: State::Full {
                 data: (!data.is_empty()).then_some(data),
-                trailers,
+                trailers: trailers.map(Box::new),
             },
         }
     }
@@ -81,7 +83,7 @@ impl<B> CompressionBody<B> {
         Self {
             state: State::Streaming {
                 body,
-                encoder,
+                encoder: Box::new(encoder),
                 prefix,
                 flush_every_frame,
                 unflushed: false,
@@ -130,7 +132,7 @@ where
                 if let Some(bytes) = bytes.take() {
                     return data(bytes);
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
             StateProj::Failed { error } => Poll::Ready(error.take().map(Err)),
             StateProj::Streaming {
@@ -143,7 +145,7 @@ where
                 trailers,
             } => loop {
                 if *finished {
-                    return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
+                    return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))));
                 }
                 if let Some(prefix) = prefix.take() {
                     encoder.write(&prefix)?;
@@ -183,7 +185,7 @@ where
                         }
                         Err(frame) => {
                             if let Ok(t) = frame.into_trailers() {
-                                *trailers = Some(t);
+                                *trailers = Some(Box::new(t));
                             }
                         }
                     },

@@ -721,3 +721,10 @@ fn levels_load_from_configuration() {
     );
     assert!(serde_json::from_str::<Levels>(r#"{ "brotli": 5 }"#).is_err());
 }
+
+#[test]
+fn the_response_body_stays_small() {
+    // Moved with every response: streaming state and trailers live on the
+    // heap, only on the paths that need them.
+    assert!(std::mem::size_of::<CompressionBody<Full<Bytes>>>() <= 64);
+}
