@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use criterion::Criterion;
 use hasivu_benches::{Row, block_on, corpus, criterion, criterion_dir, print_report};
-use hasivu_compress::{Coding, CompressionLayer};
+use hasivu_compress::{Coding, CompressionLayer, Levels};
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -107,20 +107,22 @@ fn corpus() -> Vec<Corpus> {
     ]
 }
 
+/// tower-http with only `coding` on, at hasivu's default level for it, so
+/// the `level-*` groups compare equal levels whatever the defaults become.
 fn tower_only(coding: Coding) -> TowerCompressionLayer {
+    let all = TowerCompressionLayer::new();
     let layer = match coding {
-        Coding::Zstd => TowerCompressionLayer::new().no_br().no_gzip().no_deflate(),
-        Coding::Br => TowerCompressionLayer::new()
-            .no_zstd()
-            .no_gzip()
-            .no_deflate(),
-        Coding::Gzip => TowerCompressionLayer::new().no_zstd().no_br().no_deflate(),
-        _ => TowerCompressionLayer::new().no_zstd().no_br().no_gzip(),
+        Coding::Zstd => all.no_br().no_gzip().no_deflate(),
+        Coding::Br => all.no_zstd().no_gzip().no_deflate(),
+        Coding::Gzip => all.no_zstd().no_br().no_deflate(),
+        _ => all.no_zstd().no_br().no_gzip(),
     };
+    let levels = Levels::default();
     let level = match coding {
-        Coding::Zstd => 3,
-        Coding::Br => 4,
-        _ => 6,
+        Coding::Zstd => levels.zstd,
+        Coding::Br => levels.br as i32,
+        Coding::Gzip => levels.gzip as i32,
+        _ => levels.deflate as i32,
     };
     layer.quality(CompressionLevel::Precise(level))
 }

@@ -147,34 +147,38 @@ impl<P> CompressionLayer<P> {
 
     /// Sets the zstd level (default 3).
     pub fn zstd_level(mut self, level: i32) -> Self {
-        let levels = &mut self.config().levels;
-        levels.zstd = level;
-        *levels = levels.clamped();
-        self
+        let levels = self.config().levels;
+        self.levels(Levels {
+            zstd: level,
+            ..levels
+        })
     }
 
     /// Sets the brotli quality (default 4).
     pub fn br_level(mut self, quality: u32) -> Self {
-        let levels = &mut self.config().levels;
-        levels.br = quality;
-        *levels = levels.clamped();
-        self
+        let levels = self.config().levels;
+        self.levels(Levels {
+            br: quality,
+            ..levels
+        })
     }
 
     /// Sets the gzip level (default 6).
     pub fn gzip_level(mut self, level: u32) -> Self {
-        let levels = &mut self.config().levels;
-        levels.gzip = level;
-        *levels = levels.clamped();
-        self
+        let levels = self.config().levels;
+        self.levels(Levels {
+            gzip: level,
+            ..levels
+        })
     }
 
     /// Sets the deflate level (default 6).
     pub fn deflate_level(mut self, level: u32) -> Self {
-        let levels = &mut self.config().levels;
-        levels.deflate = level;
-        *levels = levels.clamped();
-        self
+        let levels = self.config().levels;
+        self.levels(Levels {
+            deflate: level,
+            ..levels
+        })
     }
 
     /// Uses other (usually faster) levels for bodies of known size of at
