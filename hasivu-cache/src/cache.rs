@@ -13,7 +13,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 use crate::{
-    BoxError, CacheStats, Codec, CodecError, EntryOptions, Error, JsonCodec, stats::Stats,
+    BoxError, CacheStats, Codec, CodecError, EntryOptions, Error, InvalidationRules, JsonCodec,
+    generations::{Generations, LoadToken},
+    invalidation::Pending,
+    stats::Stats,
 };
 
 /// A value in L1, type-erased; `get::<T>` downcasts it.
@@ -35,7 +38,7 @@ const SLOT_OVERHEAD: usize = 96;
 /// An L1 entry: the decoded value and its logical times. Times are tokio
 /// instants, so tests control them; moka evicts the slot once its stale
 /// window is over.
-struct Slot {
+pub(crate) struct Slot {
     value: Value,
     weight: u32,
     fresh_until: Instant,
@@ -83,6 +86,41 @@ enum Lookup<T> {
     Miss,
 }
 
+/// How values of type `T` become L2 bytes: through the cache's codec, or
+/// in a format of their own (the HTTP layer's stored responses).
+pub(crate) trait Encoding<C, T>: Copy + Send + Sync + 'static {
+    fn encode(self, codec: &C, value: &T) -> Result<Vec<u8>, CodecError>;
+    fn decode(self, codec: &C, bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// Through the cache's codec.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ViaCodec;
+
+impl<C: Codec, T: Serialize + DeserializeOwned> Encoding<C, T> for ViaCodec {
+    fn encode(self, codec: &C, value: &T) -> Result<Vec<u8>, CodecError> {
+        codec.encode(value)
+    }
+
+    fn decode(self, codec: &C, bytes: &[u8]) -> Result<T, CodecError> {
+        codec.decode(bytes)
+    }
+}
+
+/// Where [`Cache::lookup_with`] found a value.
+#[derive(Debug)]
+#[allow(dead_code)] // the HTTP layer's
+pub(crate) enum Found<T> {
+    /// Fresh in L1.
+    L1(T),
+    /// In L2 (now also in L1).
+    L2(T),
+    /// Only a stale value, within its fail-safe window.
+    Stale(T),
+    /// Nothing.
+    Miss,
+}
+
 /// A multi-layer cache handle: cheap to clone, shared by all clones.
 ///
 /// ```
@@ -106,7 +144,7 @@ enum Lookup<T> {
 /// # }
 /// ```
 pub struct Cache<C = JsonCodec> {
-    inner: Arc<Inner<C>>,
+    pub(crate) inner: Arc<Inner<C>>,
 }
 
 impl<C> Clone for Cache<C> {
@@ -127,21 +165,33 @@ impl<C> std::fmt::Debug for Cache<C> {
     }
 }
 
-struct Inner<C> {
-    name: String,
+pub(crate) struct Inner<C> {
+    pub(crate) name: String,
     tokio_time: bool,
-    l1: moka::future::Cache<Arc<str>, Arc<Slot>>,
+    pub(crate) l1: moka::future::Cache<Arc<str>, Arc<Slot>>,
     #[cfg(feature = "redis")]
-    l2: Option<crate::l2::RedisL2>,
+    pub(crate) l2: Option<crate::l2::RedisL2>,
     #[cfg(feature = "redis")]
     lock: Option<(crate::lock::DistributedLock, Duration)>,
     /// Redis failures are returned to callers instead of absorbed.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    strict: bool,
+    pub(crate) strict: bool,
     codec: C,
     flights: Mutex<HashMap<Arc<str>, Flight>>,
-    stats: Stats,
+    pub(crate) stats: Stats,
     warmers: Mutex<Vec<Warmer<C>>>,
+    pub(crate) rules: InvalidationRules,
+    pub(crate) generations: Generations,
+    /// This instance's id in backplane messages.
+    pub(crate) origin: u64,
+    /// Invalidations that could not reach Redis, replayed on reconnect.
+    pub(crate) pending: Mutex<Pending>,
+    /// Whether L2 entries can be trusted (the backplane is in sync).
+    #[cfg(feature = "redis")]
+    pub(crate) sync: Option<Arc<crate::backplane::SyncState>>,
+    /// The backplane's subscriber, stopped with the cache.
+    #[cfg(feature = "redis")]
+    backplane: Mutex<Option<crate::backplane::TaskGuard>>,
 }
 
 /// Builds a [`Cache`].
@@ -153,6 +203,7 @@ pub struct CacheBuilder<C = JsonCodec> {
     tokio_time: bool,
     codec: C,
     redis: RedisSettings,
+    rules: InvalidationRules,
 }
 
 /// L2 settings, kept whatever the features so the builder stays one type.
@@ -177,6 +228,7 @@ impl Default for CacheBuilder {
             max_l1_bytes: 64 * 1024 * 1024,
             tokio_time: false,
             codec: JsonCodec,
+            rules: InvalidationRules::new(),
             redis: RedisSettings {
                 url: None,
                 cluster: Vec::new(),
@@ -226,7 +278,14 @@ impl<C: Codec> CacheBuilder<C> {
             tokio_time: self.tokio_time,
             codec,
             redis: self.redis,
+            rules: self.rules,
         }
+    }
+
+    /// The invalidation rules (default none); see [`InvalidationRules`].
+    pub fn rules(mut self, rules: InvalidationRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Adds Redis as L2 (`redis://host:port/db`). The connection is made
@@ -353,7 +412,16 @@ impl<C: Codec> CacheBuilder<C> {
             })
             .expire_after(SlotExpiry)
             .build();
-        Ok(Cache {
+        #[cfg(feature = "redis")]
+        let endpoint = match &self.redis.url {
+            Some(url) => Some(crate::backplane::Endpoint::Single(url.clone())),
+            #[cfg(feature = "cluster")]
+            None if !self.redis.cluster.is_empty() => Some(crate::backplane::Endpoint::Cluster(
+                self.redis.cluster.clone(),
+            )),
+            None => None,
+        };
+        let cache = Cache {
             inner: Arc::new(Inner {
                 stats: Stats::new(&self.name),
                 name: self.name,
@@ -367,8 +435,33 @@ impl<C: Codec> CacheBuilder<C> {
                 codec: self.codec,
                 flights: Mutex::new(HashMap::new()),
                 warmers: Mutex::new(Vec::new()),
+                rules: self.rules,
+                generations: Generations::new(),
+                origin: fastrand::u64(1..),
+                pending: Mutex::new(Pending::default()),
+                #[cfg(feature = "redis")]
+                sync: endpoint
+                    .as_ref()
+                    .map(|_| Arc::new(crate::backplane::SyncState::default())),
+                #[cfg(feature = "redis")]
+                backplane: Mutex::new(None),
             }),
-        })
+        };
+        #[cfg(feature = "redis")]
+        if let (Some(endpoint), Some(sync)) = (&endpoint, &cache.inner.sync) {
+            let target: std::sync::Weak<dyn crate::backplane::Target> =
+                Arc::downgrade(&cache.inner) as _;
+            let task = crate::backplane::spawn(
+                endpoint,
+                &self.redis.prefix,
+                self.redis.timeout,
+                Arc::clone(sync),
+                target,
+            )
+            .map_err(Error::L2)?;
+            *cache.inner.backplane.lock().expect("backplane lock") = Some(task);
+        }
+        Ok(cache)
     }
 }
 
@@ -397,7 +490,7 @@ impl<C: Codec> Cache<C> {
         }
         if let Some(value) = self
             .inner
-            .l2_lookup::<T>(key, &EntryOptions::default())
+            .l2_lookup::<T, _>(key, &EntryOptions::default(), ViaCodec)
             .await?
         {
             self.inner.stats.l2_hit();
@@ -417,11 +510,15 @@ impl<C: Codec> Cache<C> {
     where
         T: Serialize + Send + Sync + 'static,
     {
+        let token = self.inner.generations.token();
         let bytes = self.inner.codec.encode(&value).map_err(Error::Codec)?;
         self.inner
-            .store(key, Arc::new(value), bytes.len(), options, None)
+            .store(key, Arc::new(value), bytes.len(), options, None, token)
             .await;
-        self.inner.l2_store(key, &bytes, options).await
+        self.inner.l2_store(key, &bytes, options, token).await?;
+        self.inner
+            .announce(crate::message::Op::Set, key, options)
+            .await
     }
 
     /// Removes `key` from L1 and L2.
@@ -440,7 +537,9 @@ impl<C: Codec> Cache<C> {
                 return Err(Error::L2(error.into()));
             }
         }
-        Ok(())
+        self.inner
+            .announce(crate::message::Op::Remove, key, &EntryOptions::default())
+            .await
     }
 
     /// The state of the circuit breaker in front of Redis (`None` without
@@ -521,7 +620,92 @@ impl<C: Codec> Cache<C> {
     pub fn stats(&self) -> CacheStats {
         let mut stats = self.inner.stats.snapshot();
         stats.l2_breaker = self.l2_breaker();
+        #[cfg(feature = "redis")]
+        {
+            stats.backplane_synced = self.inner.sync.as_ref().map(|s| s.is_synced());
+        }
         stats
+    }
+
+    /// Where the value of `key` is: fresh in L1, in L2 (then kept in L1),
+    /// stale in L1 within its fail-safe window, or nowhere. For callers
+    /// that produce values themselves (the HTTP layer): take a
+    /// [`load_token`](Self::load_token) before producing, and give it to
+    /// [`store_with`](Self::store_with).
+    ///
+    /// # Errors
+    ///
+    /// In strict mode, [`Error::L2`] when Redis fails.
+    #[allow(dead_code)] // the HTTP layer's
+    pub(crate) async fn lookup_with<T, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        encoding: E,
+    ) -> Result<Found<T>, Error>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: Encoding<C, T>,
+    {
+        let stale = match self.l1_lookup::<T>(key).await {
+            Lookup::Fresh { value, .. } => {
+                self.inner.stats.l1_hit();
+                return Ok(Found::L1(value));
+            }
+            Lookup::Stale(slot) => typed::<T>(&slot.value),
+            Lookup::Miss => None,
+        };
+        if let Some(value) = self.inner.l2_lookup::<T, E>(key, options, encoding).await? {
+            self.inner.stats.l2_hit();
+            return Ok(Found::L2((*value).clone()));
+        }
+        match stale {
+            Some(value) => {
+                self.inner.stats.stale();
+                Ok(Found::Stale(value))
+            }
+            None => {
+                self.inner.stats.miss();
+                Ok(Found::Miss)
+            }
+        }
+    }
+
+    /// What a value about to be produced must be stored with, so that an
+    /// invalidation while it is produced keeps it out of the cache.
+    #[allow(dead_code)] // the HTTP layer's
+    pub(crate) fn load_token(&self) -> LoadToken {
+        self.inner.generations.token()
+    }
+
+    /// Stores a value produced since `token` was taken in L1 and L2,
+    /// unless an invalidation covering `key` came in between. Not announced
+    /// on the backplane: a produced value is a read, not a change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when the value cannot be encoded; in strict mode,
+    /// [`Error::L2`] when Redis fails.
+    #[allow(dead_code)] // the HTTP layer's
+    pub(crate) async fn store_with<T, E>(
+        &self,
+        key: &str,
+        value: T,
+        options: &EntryOptions,
+        encoding: E,
+        token: LoadToken,
+    ) -> Result<(), Error>
+    where
+        T: Send + Sync + 'static,
+        E: Encoding<C, T>,
+    {
+        let bytes = encoding
+            .encode(&self.inner.codec, &value)
+            .map_err(Error::Codec)?;
+        self.inner
+            .store(key, Arc::new(value), bytes.len(), options, None, token)
+            .await;
+        self.inner.l2_store(key, &bytes, options, token).await
     }
 
     async fn l1_lookup<T: Clone + 'static>(&self, key: &str) -> Lookup<T> {
@@ -579,13 +763,20 @@ impl<C: Codec> Cache<C> {
                 key: &task_key,
             };
             // L2 first: one lookup for all the callers of this flight.
-            if let Some(value) = inner.l2_lookup::<T>(&task_key, &options).await? {
+            if let Some(value) = inner
+                .l2_lookup::<T, _>(&task_key, &options, ViaCodec)
+                .await?
+            {
                 return Ok((value as Value, Source::L2));
             }
             let lock = match inner.lock_or_wait::<T>(&task_key, &options).await {
                 LockOutcome::Loaded(value) => return Ok((value as Value, Source::L2)),
                 LockOutcome::Load(lock) => lock,
             };
+            // Taken when the loader starts (after the L2 lookup, which waits
+            // for the backplane's first sync): an invalidation from now on
+            // keeps this value out of L1, and its L2 stamp out of date.
+            let token = inner.generations.token();
             inner.stats.load();
             let started = Instant::now();
             // Converted at once: the loader's error type need not be `Send`.
@@ -603,11 +794,14 @@ impl<C: Codec> Cache<C> {
                             weight,
                             &options,
                             None,
+                            token,
                         )
                         .await;
+                    // Stamped with the generation the load started under, so
+                    // an invalidation since makes it a miss for every reader.
                     if let Some(bytes) = &bytes {
                         // The value is good even if Redis did not take it.
-                        let _ = inner.l2_store(&task_key, bytes, &options).await;
+                        let _ = inner.l2_store(&task_key, bytes, &options, token).await;
                     }
                     Ok((value as Value, Source::Loader))
                 }
@@ -654,8 +848,9 @@ impl<C: Codec> Inner<C> {
         weight: usize,
         options: &EntryOptions,
         cap: Option<Duration>,
+        token: LoadToken,
     ) {
-        if options.skip_l1 {
+        if options.skip_l1 || !self.generations.unchanged_since(key, token) {
             return;
         }
         let now = Instant::now();
@@ -675,34 +870,57 @@ impl<C: Codec> Inner<C> {
                 || options.eager_refresh.is_some(),
         };
         self.l1.insert(Arc::from(key), Arc::new(slot)).await;
+        // An invalidation that swept L1 between the check and the insert
+        // missed this entry: take it out again.
+        if !self.generations.unchanged_since(key, token) {
+            self.l1.invalidate(key).await;
+        }
     }
 
     /// Reads `key` from L2 and keeps it in L1. Values that do not decode as
-    /// `T` are misses; Redis failures too, except in strict mode.
-    async fn l2_lookup<T>(&self, key: &str, options: &EntryOptions) -> Result<Option<Arc<T>>, Error>
+    /// `T`, or were written before an invalidation of a prefix covering
+    /// `key`, are misses; Redis failures too, except in strict mode. While
+    /// the backplane is out of sync, L2 is not read at all.
+    pub(crate) async fn l2_lookup<T, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        encoding: E,
+    ) -> Result<Option<Arc<T>>, Error>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Send + Sync + 'static,
+        E: Encoding<C, T>,
     {
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.l2
             && !options.skip_l2
         {
+            if !self.l2_trusted().await {
+                if self.strict {
+                    return Err(Error::L2("backplane not in sync".into()));
+                }
+                return Ok(None);
+            }
+            // Taken after the wait: a resync flush before it does not
+            // concern a value read after it.
+            let token = self.generations.token();
             match l2.get(key).await {
-                Ok(Some((bytes, remaining))) => {
-                    if let Ok(value) = self.codec.decode::<T>(&bytes) {
+                Ok(Some(entry)) if self.generations.valid(key, entry.stamp) => {
+                    if let Ok(value) = encoding.decode(&self.codec, &entry.value) {
                         let value = Arc::new(value);
                         self.store(
                             key,
                             Arc::clone(&value) as Value,
-                            bytes.len(),
+                            entry.value.len(),
                             options,
-                            remaining,
+                            entry.ttl,
+                            token,
                         )
                         .await;
                         return Ok(Some(value));
                     }
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(error) => {
                     self.stats.l2_error();
                     if self.strict {
@@ -711,24 +929,44 @@ impl<C: Codec> Inner<C> {
                 }
             }
         }
-        let _ = (key, options);
+        let _ = (key, options, encoding);
         Ok(None)
     }
 
-    /// Writes encoded bytes to L2 for the jittered L2 TTL; failures are
-    /// counted, and returned in strict mode.
-    async fn l2_store(&self, key: &str, bytes: &[u8], options: &EntryOptions) -> Result<(), Error> {
+    /// Whether L2 entries can be trusted: the backplane is subscribed and
+    /// has read the generations (waiting up to the L2 timeout for the first
+    /// sync after start).
+    #[cfg(feature = "redis")]
+    async fn l2_trusted(&self) -> bool {
+        match (&self.sync, &self.l2) {
+            (Some(sync), Some(l2)) => sync.ready(l2.timeout()).await,
+            _ => true,
+        }
+    }
+
+    /// Writes encoded bytes to L2 for the jittered L2 TTL, stamped with the
+    /// generation the load started under; failures are counted, and
+    /// returned in strict mode.
+    pub(crate) async fn l2_store(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        options: &EntryOptions,
+        token: LoadToken,
+    ) -> Result<(), Error> {
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.l2
             && !options.skip_l2
-            && let Err(error) = l2.set(key, bytes, options.jittered(options.l2_ttl)).await
+            && let Err(error) = l2
+                .set(key, bytes, options.jittered(options.l2_ttl), token.stamp())
+                .await
         {
             self.stats.l2_error();
             if self.strict {
                 return Err(Error::L2(error.into()));
             }
         }
-        let _ = (key, bytes, options);
+        let _ = (key, bytes, options, token);
         Ok(())
     }
 
@@ -736,7 +974,7 @@ impl<C: Codec> Inner<C> {
     /// value to appear in L2.
     async fn lock_or_wait<T>(&self, key: &str, options: &EntryOptions) -> LockOutcome<T>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         #[cfg(feature = "redis")]
         if let Some((lock, ttl)) = &self.lock
@@ -749,7 +987,9 @@ impl<C: Codec> Inner<C> {
                     let deadline = Instant::now() + *ttl;
                     while Instant::now() < deadline {
                         tokio::time::sleep(LOCK_POLL).await;
-                        if let Ok(Some(value)) = self.l2_lookup::<T>(key, options).await {
+                        if let Ok(Some(value)) =
+                            self.l2_lookup::<T, _>(key, options, ViaCodec).await
+                        {
                             return LockOutcome::Loaded(value);
                         }
                     }

@@ -24,6 +24,10 @@ pub enum Error {
     /// cache goes on without L2).
     #[error("l2: {0}")]
     L2(#[source] BoxError),
+    /// A pattern given to [`Cache::invalidate`](crate::Cache::invalidate)
+    /// is not a key or a prefix glob.
+    #[error("pattern: {0}")]
+    Pattern(#[source] crate::PatternError),
 }
 
 impl Clone for Error {
@@ -33,6 +37,7 @@ impl Clone for Error {
             Error::Timeout(d) => Error::Timeout(*d),
             Error::Codec(e) => Error::Codec(e.clone()),
             Error::L2(e) => Error::L2(e.to_string().into()),
+            Error::Pattern(e) => Error::Pattern(e.clone()),
         }
     }
 }

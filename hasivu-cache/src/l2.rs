@@ -14,6 +14,7 @@ use redis::{
 use crate::{
     breaker::{Breaker, BreakerState},
     error::BoxError,
+    keys,
 };
 
 /// Retries of one connection attempt inside the connection manager. Few,
@@ -84,12 +85,22 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// A value read from L2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct L2Entry {
+    pub(crate) value: Bytes,
+    /// The remaining time to live (`None`: no expiry).
+    pub(crate) ttl: Option<Duration>,
+    /// The generation stamp written with it (0 when none was).
+    pub(crate) stamp: u64,
+}
+
 /// The Redis side of the cache. Cheap to clone: clones share the connection
 /// and the breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisL2 {
     conn: Connection,
-    prefix: Arc<str>,
+    pub(crate) prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
 }
@@ -158,46 +169,103 @@ impl RedisL2 {
         full
     }
 
-    /// The value under `key` and its remaining time to live (`None` when the
-    /// key has no expiry); `Ok(None)` when the key is missing. GET and PTTL
-    /// travel in one pipelined round trip.
-    pub(crate) async fn get(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Bytes, Option<Duration>)>, L2Error> {
-        let full = self.full_key(key);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
-        let (value, pttl): (Option<Vec<u8>>, i64) = self
-            .call("get", |mut conn| async move {
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
-        Ok(value.map(|value| (Bytes::from(value), remaining_ttl(pttl))))
+    /// The Redis key of the stamp that travels with `key`'s value (see
+    /// [`keys::stamp_key`]).
+    fn stamp_key(&self, key: &str) -> Option<String> {
+        if self.is_cluster() {
+            keys::stamp_key(&self.prefix, key)
+        } else {
+            Some(keys::stamp_key_any(&self.prefix, key))
+        }
     }
 
-    /// Stores `value` under `key` for `ttl` (`SET … PX`). A TTL below one
-    /// millisecond is stored as one millisecond, since Redis rejects zero.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), L2Error> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.full_key(key))
+    /// Whether the connection is to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        match self.conn {
+            Connection::Single(_) => false,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(_) => true,
+        }
+    }
+
+    /// The value under `key`, its remaining time to live and its stamp;
+    /// `Ok(None)` when the key is missing. GET, PTTL and the stamp's GET
+    /// travel in one pipelined round trip (one slot on a cluster).
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<L2Entry>, L2Error> {
+        let full = self.full_key(key);
+        let stamp_key = self.stamp_key(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        if let Some(stamp_key) = &stamp_key {
+            pipe.cmd("GET").arg(stamp_key);
+        }
+        let reply: (Option<Vec<u8>>, i64, Option<u64>) = self
+            .call("get", |mut conn| async move {
+                if stamp_key.is_some() {
+                    pipe.query_async(&mut conn).await
+                } else {
+                    let (value, pttl): (Option<Vec<u8>>, i64) = pipe.query_async(&mut conn).await?;
+                    Ok((value, pttl, None))
+                }
+            })
+            .await?;
+        let (value, pttl, stamp) = reply;
+        Ok(value.map(|value| L2Entry {
+            value: Bytes::from(value),
+            ttl: remaining_ttl(pttl),
+            stamp: stamp.unwrap_or(0),
+        }))
+    }
+
+    /// Stores `value` under `key` for `ttl` (`SET … PX`), with its stamp
+    /// beside it for the same time. A TTL below one millisecond is stored as
+    /// one millisecond, since Redis rejects zero.
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        stamp: u64,
+    ) -> Result<(), L2Error> {
+        let millis = ttl_millis(ttl);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.full_key(key))
             .arg(value)
             .arg("PX")
-            .arg(ttl_millis(ttl));
+            .arg(millis)
+            .ignore();
+        if let Some(stamp_key) = self.stamp_key(key) {
+            pipe.cmd("SET")
+                .arg(stamp_key)
+                .arg(stamp)
+                .arg("PX")
+                .arg(millis)
+                .ignore();
+        }
         self.call("set", |mut conn| async move {
-            cmd.query_async::<()>(&mut conn).await
+            pipe.query_async::<()>(&mut conn).await
         })
         .await
     }
 
-    /// Removes `key` (`UNLINK`: the memory is freed off the main thread).
+    /// Removes `key` and its stamp (`UNLINK`: the memory is freed off the
+    /// main thread).
     pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(self.full_key(key));
+        if let Some(stamp_key) = self.stamp_key(key) {
+            cmd.arg(stamp_key);
+        }
         self.call("remove", |mut conn| async move {
             cmd.query_async::<()>(&mut conn).await
         })
         .await
+    }
+
+    /// The per-call timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The state of the circuit breaker.
@@ -328,12 +396,13 @@ mod tests {
     async fn set_get_round_trip_with_prefix_and_ttl() {
         let redis = RedisServer::start();
         let l2 = l2(&redis, "app:");
-        l2.set("user:1", b"hello", Duration::from_secs(60))
+        l2.set("user:1", b"hello", Duration::from_secs(60), 7)
             .await
             .unwrap();
-        let (value, ttl) = l2.get("user:1").await.unwrap().unwrap();
-        assert_eq!(&value[..], b"hello");
-        let ttl = ttl.expect("a TTL");
+        let entry = l2.get("user:1").await.unwrap().unwrap();
+        assert_eq!(&entry.value[..], b"hello");
+        assert_eq!(entry.stamp, 7);
+        let ttl = entry.ttl.expect("a TTL");
         assert!(
             ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(55),
             "{ttl:?}"
@@ -361,9 +430,11 @@ mod tests {
             .query_async::<()>(&mut raw)
             .await
             .unwrap();
-        let (value, ttl) = l2.get("plain").await.unwrap().unwrap();
-        assert_eq!(&value[..], b"v");
-        assert_eq!(ttl, None);
+        let entry = l2.get("plain").await.unwrap().unwrap();
+        assert_eq!(&entry.value[..], b"v");
+        assert_eq!(entry.ttl, None);
+        // Written by another client: no stamp.
+        assert_eq!(entry.stamp, 0);
     }
 
     #[tokio::test]
@@ -377,8 +448,8 @@ mod tests {
             .query_async::<()>(&mut raw)
             .await
             .unwrap();
-        let (value, _) = l2.get("daily:current").await.unwrap().unwrap();
-        assert_eq!(&value[..], br#"{"a":1}"#);
+        let entry = l2.get("daily:current").await.unwrap().unwrap();
+        assert_eq!(&entry.value[..], br#"{"a":1}"#);
     }
 
     #[tokio::test]
@@ -386,10 +457,18 @@ mod tests {
         let redis = RedisServer::start();
         let l2 = l2(&redis, "p:");
         assert!(l2.get("nothing").await.unwrap().is_none());
-        l2.set("k", b"v", Duration::from_secs(10)).await.unwrap();
+        l2.set("k", b"v", Duration::from_secs(10), 1).await.unwrap();
         assert!(l2.get("k").await.unwrap().is_some());
         l2.remove("k").await.unwrap();
         assert!(l2.get("k").await.unwrap().is_none());
+        // The stamp went with the value.
+        let mut raw = raw(&redis).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
         // Removing a missing key is fine.
         l2.remove("k").await.unwrap();
     }
@@ -398,7 +477,7 @@ mod tests {
     async fn tiny_ttl_is_accepted_and_expires() {
         let redis = RedisServer::start();
         let l2 = l2(&redis, "p:");
-        l2.set("k", b"v", Duration::ZERO).await.unwrap();
+        l2.set("k", b"v", Duration::ZERO, 0).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(l2.get("k").await.unwrap().is_none());
     }
@@ -430,7 +509,7 @@ mod tests {
         redis.start_again();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match l2.set("k", b"v", Duration::from_secs(10)).await {
+            match l2.set("k", b"v", Duration::from_secs(10), 0).await {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -439,14 +518,14 @@ mod tests {
                 Err(e) => panic!("no reconnect: {e}"),
             }
         }
-        assert_eq!(&l2.get("k").await.unwrap().unwrap().0[..], b"v");
+        assert_eq!(&l2.get("k").await.unwrap().unwrap().value[..], b"v");
     }
 
     #[tokio::test]
     async fn outage_opens_the_breaker_and_recovery_closes_it() {
         let mut redis = RedisServer::start();
         let l2 = l2(&redis, "p:");
-        l2.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+        l2.set("k", b"v", Duration::from_secs(60), 0).await.unwrap();
 
         redis.stop();
         for _ in 0..THRESHOLD {
@@ -461,7 +540,7 @@ mod tests {
         assert_eq!(l2.breaker_state(), BreakerState::Open);
         let started = Instant::now();
         assert!(matches!(
-            l2.set("k", b"v", Duration::from_secs(1)).await,
+            l2.set("k", b"v", Duration::from_secs(1), 0).await,
             Err(L2Error::Unavailable)
         ));
         assert!(matches!(l2.remove("k").await, Err(L2Error::Unavailable)));
@@ -471,7 +550,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             tokio::time::sleep(OPEN_FOR).await;
-            match l2.set("k", b"again", Duration::from_secs(60)).await {
+            match l2.set("k", b"again", Duration::from_secs(60), 0).await {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -480,15 +559,15 @@ mod tests {
             }
         }
         assert_eq!(l2.breaker_state(), BreakerState::Closed);
-        let (value, _) = l2.get("k").await.unwrap().unwrap();
-        assert_eq!(&value[..], b"again");
+        let entry = l2.get("k").await.unwrap().unwrap();
+        assert_eq!(&entry.value[..], b"again");
     }
 
     #[tokio::test]
     async fn hung_redis_times_out() {
         let redis = RedisServer::start();
         let l2 = l2(&redis, "p:");
-        l2.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+        l2.set("k", b"v", Duration::from_secs(60), 0).await.unwrap();
         // Redis holds every client's commands for a second: a hang, not a
         // refused connection.
         let mut raw = raw(&redis).await;

@@ -88,22 +88,37 @@
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without Redis, the halves of the invalidation code that talk to L2 and the
+// backplane are compiled out and their helpers go unused.
+#![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+#[cfg(feature = "redis")]
+mod backplane;
 mod breaker;
 mod cache;
 mod codec;
 mod duration;
 mod error;
+mod generations;
+mod invalidation;
+#[cfg(feature = "redis")]
+mod keys;
 #[cfg(feature = "redis")]
 mod l2;
 #[cfg(feature = "redis")]
+mod l2_invalidation;
+#[cfg(feature = "redis")]
 mod lock;
+mod message;
 mod options;
+mod pattern;
 mod stats;
 
 pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, WarmReport};
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, CodecError, Error};
+pub use invalidation::Invalidation;
 pub use options::EntryOptions;
+pub use pattern::{InvalidationRules, Pattern, PatternError, escape_glob};
 pub use stats::CacheStats;

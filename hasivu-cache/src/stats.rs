@@ -23,6 +23,11 @@ pub struct CacheStats {
     pub stale_served: u64,
     /// Failed L2 calls (including calls refused by the open breaker).
     pub l2_errors: u64,
+    /// Backplane messages received from other instances and applied.
+    pub backplane_received: u64,
+    /// Whether the backplane is subscribed and in sync (`None` without
+    /// Redis). While it is not, L2 is not read.
+    pub backplane_synced: Option<bool>,
     /// The state of the circuit breaker in front of Redis (`None` without
     /// L2).
     pub l2_breaker: Option<crate::BreakerState>,
@@ -45,6 +50,7 @@ pub(crate) struct Stats {
     load_errors: AtomicU64,
     stale_served: AtomicU64,
     l2_errors: AtomicU64,
+    backplane_received: AtomicU64,
     m_l1_hits: Counter,
     m_l2_hits: Counter,
     m_misses: Counter,
@@ -76,6 +82,7 @@ impl Stats {
             load_errors: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
             l2_errors: AtomicU64::new(0),
+            backplane_received: AtomicU64::new(0),
             m_l1_hits: lookups("hit_l1"),
             m_l2_hits: lookups("hit_l2"),
             m_misses: lookups("miss"),
@@ -121,6 +128,11 @@ impl Stats {
         self.m_l2_errors.increment(1);
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn backplane_received(&self) {
+        self.backplane_received.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
             l1_hits: self.l1_hits.load(Relaxed),
@@ -130,6 +142,8 @@ impl Stats {
             load_errors: self.load_errors.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             l2_errors: self.l2_errors.load(Relaxed),
+            backplane_received: self.backplane_received.load(Relaxed),
+            backplane_synced: None,
             l2_breaker: None,
         }
     }
