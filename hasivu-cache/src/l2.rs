@@ -34,6 +34,9 @@ pub(crate) enum L2Error {
     /// Redis or the connection to it failed.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+    /// Redis answered something the cache did not expect.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
 }
 
 /// A connection to one server or to a cluster; both reconnect by themselves.

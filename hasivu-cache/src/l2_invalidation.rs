@@ -9,10 +9,18 @@ use crate::{
     l2::{L2Error, RedisL2},
 };
 
-/// Takes the next number of the sequence and records it as the generation
-/// of every prefix given, atomically.
+/// Takes the next generation and records it for every prefix given,
+/// atomically. Generations are Redis `TIME` in microseconds, or one more
+/// than the last when the clock has not moved past it: they keep growing
+/// even when Redis restarts without its data, so a stamp written before the
+/// restart can never look newer than an invalidation after it. (Microseconds
+/// since 1970 stay below 2^53, exact in Lua's doubles.)
 const BUMP: &str = r#"
-local generation = redis.call("INCR", KEYS[2])
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local last = tonumber(redis.call("GET", KEYS[2]) or "0")
+local generation = string.format("%.0f", math.max(now, last + 1))
+redis.call("SET", KEYS[2], generation)
 for i = 1, #ARGV do
     redis.call("HSET", KEYS[1], ARGV[i], generation)
 end
@@ -33,10 +41,14 @@ impl RedisL2 {
         for prefix in prefixes {
             invocation.arg(*prefix);
         }
-        self.call("bump", |mut conn| async move {
-            invocation.invoke_async(&mut conn).await
-        })
-        .await
+        let generation: String = self
+            .call("bump", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        generation
+            .parse()
+            .map_err(|_| L2Error::Reply(format!("generation {generation:?} is not a number")))
     }
 
     /// Every prefix's generation as Redis holds it.

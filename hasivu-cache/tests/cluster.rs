@@ -111,3 +111,55 @@ async fn a_dead_master_does_not_fail_requests() {
     cluster.node_mut(2).start_again();
     cluster.try_wait_ok().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_and_the_sharded_backplane_work_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let a = cache(&cluster);
+    let b = cache(&cluster);
+    let options = EntryOptions::new(Duration::from_secs(60));
+    for cache in [&a, &b] {
+        let started = std::time::Instant::now();
+        while cache.stats().backplane_synced != Some(true) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no sync");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Keys over all three masters, each with its stamp in its own slot.
+    for i in 0..30 {
+        a.set(&format!("user:profile:{i}"), i, &options)
+            .await
+            .unwrap();
+        a.set(&format!("menu:item:{i}"), i, &options).await.unwrap();
+    }
+    for i in 0..30 {
+        assert_eq!(
+            b.get::<u32>(&format!("user:profile:{i}")).await.unwrap(),
+            Some(i)
+        );
+    }
+
+    let done = a.invalidate("user:*").await.unwrap();
+    assert!(done.propagated);
+    let started = std::time::Instant::now();
+    while b.get::<u32>("user:profile:7").await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(2), "no delivery");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(b.stats().backplane_received >= 1, "SSUBSCRIBE delivered it");
+    for i in 0..30 {
+        assert_eq!(
+            b.get::<u32>(&format!("user:profile:{i}")).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            b.get::<u32>(&format!("menu:item:{i}")).await.unwrap(),
+            Some(i)
+        );
+    }
+
+    // The purge walks every master.
+    assert_eq!(a.purge("menu:item:*").await.unwrap(), 30);
+    let c = cache(&cluster);
+    assert_eq!(c.get::<u32>("menu:item:3").await.unwrap(), None);
+}

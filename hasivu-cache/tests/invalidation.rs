@@ -1,0 +1,419 @@
+//! Invalidation rules, per-prefix generations and the backplane, on real
+//! Redis servers started by the testkit: what a second instance sees after
+//! the first invalidates, messages missed while disconnected, a Redis
+//! restart in the middle, and the SCAN-based purge.
+#![cfg(feature = "redis")]
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hasivu_cache::{
+    Cache, EntryOptions, Error, InvalidationRules, Pattern, PatternError, escape_glob,
+};
+use hasivu_testkit::RedisServer;
+
+fn options() -> EntryOptions {
+    EntryOptions::new(Duration::from_secs(60))
+}
+
+fn cache(redis: &RedisServer) -> Cache {
+    Cache::builder()
+        .redis(redis.url())
+        .rules(InvalidationRules::report_defaults())
+        .l2_timeout(Duration::from_millis(300))
+        .breaker(2, Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `done` holds, polling every millisecond, for at most `limit`.
+async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    started.elapsed()
+}
+
+async fn synced(cache: &Cache) {
+    eventually(Duration::from_secs(10), async || {
+        cache.stats().backplane_synced == Some(true)
+    })
+    .await;
+}
+
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rules_cascade_and_cycles_end_without_redis() {
+    let cache = Cache::builder()
+        .rules(
+            InvalidationRules::report_defaults()
+                .rule("analytics:*", ["report:*"])
+                .unwrap()
+                .rule("report:*", ["analytics:*"])
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    for key in [
+        "menu:daily:current",
+        "menu:weekly:47",
+        "analytics:menu:top",
+        "report:monthly",
+        "user:profile:1",
+    ] {
+        cache.set(key, key.to_owned(), &options()).await.unwrap();
+    }
+    let done = cache.invalidate("menu:*").await.unwrap();
+    assert!(done.propagated, "nothing to propagate to without Redis");
+    assert_eq!(
+        done.patterns,
+        ["analytics:*", "menu:*", "report:*"]
+            .map(|p| Pattern::parse(p).unwrap())
+            .to_vec()
+    );
+    for gone in [
+        "menu:daily:current",
+        "menu:weekly:47",
+        "analytics:menu:top",
+        "report:monthly",
+    ] {
+        assert_eq!(cache.get::<String>(gone).await.unwrap(), None, "{gone}");
+    }
+    assert_eq!(
+        cache
+            .get::<String>("user:profile:1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("user:profile:1"),
+        "outside the cascade"
+    );
+
+    let error = cache.invalidate("user:*:profile").await.unwrap_err();
+    assert!(
+        matches!(error, Error::Pattern(PatternError::NotPrefix(_))),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_invalidation_makes_every_instance_miss_without_deleting() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("user:profile:1", "Asha".to_owned(), &options())
+        .await
+        .unwrap();
+    a.set("auth:sessions:1", "token".to_owned(), &options())
+        .await
+        .unwrap();
+    a.set("menu:daily:current", "dal".to_owned(), &options())
+        .await
+        .unwrap();
+    for key in ["user:profile:1", "auth:sessions:1", "menu:daily:current"] {
+        assert!(b.get::<String>(key).await.unwrap().is_some(), "{key}");
+    }
+    assert_eq!(b.stats().l2_hits, 3);
+
+    let done = a.invalidate("user:*").await.unwrap();
+    assert!(done.propagated);
+    assert!(done.generation > 0);
+    // B drops its L1 copies on the backplane message, and the L2 entries
+    // are misses by their stamps.
+    eventually(Duration::from_secs(2), async || {
+        b.get::<String>("user:profile:1").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(b.get::<String>("auth:sessions:1").await.unwrap(), None);
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("dal")
+    );
+
+    // O(1): the values are still in Redis, only their generation is old.
+    let mut conn = raw(&redis).await;
+    let still: Option<String> = redis::cmd("GET")
+        .arg("user:profile:1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(still.as_deref(), Some("\"Asha\""));
+
+    // An instance started after the invalidation reads the generations.
+    let c = cache(&redis);
+    assert_eq!(c.get::<String>("user:profile:1").await.unwrap(), None);
+    assert_eq!(
+        c.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("dal")
+    );
+
+    // A value written after the invalidation is valid everywhere.
+    a.set("user:profile:1", "Asha K".to_owned(), &options())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(2), async || {
+        b.get::<String>("user:profile:1").await.unwrap().as_deref() == Some("Asha K")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_the_other_l1_and_nobody_hears_itself() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("menu:daily:current", 1_u32, &options())
+        .await
+        .unwrap();
+    assert_eq!(b.get::<u32>("menu:daily:current").await.unwrap(), Some(1));
+
+    // Each write is announced; B drops its L1 copy and reads the new one.
+    let mut delays = Vec::new();
+    for value in 2..=201_u32 {
+        let before = b.stats().backplane_received;
+        let started = Instant::now();
+        a.set("menu:daily:current", value, &options())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(2), async || {
+            b.stats().backplane_received > before
+        })
+        .await;
+        delays.push(started.elapsed());
+        assert_eq!(
+            b.get::<u32>("menu:daily:current").await.unwrap(),
+            Some(value)
+        );
+    }
+    delays.sort();
+    println!(
+        "write to L1 drop on the other instance (set + publish + delivery): p50 {:?}, p99 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() * 99 / 100],
+        delays[delays.len() - 1]
+    );
+    assert_eq!(
+        a.stats().backplane_received,
+        0,
+        "A ignores its own messages"
+    );
+    assert_eq!(b.stats().backplane_received, 201, "one message per write");
+
+    b.remove("menu:daily:current").await.unwrap();
+    eventually(Duration::from_secs(2), async || {
+        a.get::<u32>("menu:daily:current").await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_missed_while_unsubscribed_are_caught_by_the_resync() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("menu:daily:current", "old".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("old")
+    );
+
+    // Cut every subscriber off, and invalidate before they are back: the
+    // message reaches nobody.
+    let mut conn = raw(&redis).await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let done = a.invalidate("menu:*").await.unwrap();
+    assert!(done.propagated, "Redis took the bump");
+
+    // B resubscribes, re-reads the generations and flushes L1: the old
+    // value is gone even though B never saw the message.
+    eventually(Duration::from_secs(5), async || {
+        b.stats().backplane_synced == Some(true)
+            && b.get::<String>("menu:daily:current")
+                .await
+                .unwrap()
+                .is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_replays_queued_invalidations_and_flushes_l1() {
+    let mut redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("menu:daily:current", "old".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("old")
+    );
+
+    redis.stop();
+    // Fail soft: B answers from L1 while Redis is down.
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("old")
+    );
+    // The invalidation holds locally at once and is queued.
+    let done = a.invalidate("menu:*").await.unwrap();
+    assert!(!done.propagated);
+    assert!(a.pending_invalidations() > 0);
+    assert_eq!(a.get::<String>("menu:daily:current").await.unwrap(), None);
+
+    redis.start_again();
+    eventually(Duration::from_secs(10), async || {
+        a.pending_invalidations() == 0
+            && a.stats().backplane_synced == Some(true)
+            && b.stats().backplane_synced == Some(true)
+    })
+    .await;
+    assert_eq!(
+        b.get::<String>("menu:daily:current").await.unwrap(),
+        None,
+        "no stale answer after the restart"
+    );
+
+    // The replayed generation is above every stamp written before the
+    // restart, although Redis lost its data: a fresh write after it is
+    // valid, and a value stamped before it is not.
+    let c = cache(&redis);
+    synced(&c).await;
+    c.set("menu:daily:current", "new".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("new")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_overtaken_by_an_invalidation_is_not_kept() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let calls = Arc::clone(&calls);
+        move || async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<_, io::Error>(n)
+        }
+    };
+    let slow = {
+        let a = a.clone();
+        let load = load.clone();
+        tokio::spawn(async move { a.get_or_load("order:active:9", &options(), load).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Another instance changes the order while A's load is running.
+    b.invalidate_key("order:active:9").await.unwrap();
+    // The caller gets what the load read...
+    assert_eq!(slow.await.unwrap().unwrap(), 1);
+    // ...but it was read before the change: the next caller loads again.
+    assert_eq!(
+        a.get_or_load("order:active:9", &options(), load)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn purge_scans_and_unlinks_only_what_matches() {
+    let redis = RedisServer::start();
+    let cache = cache(&redis);
+    for i in 0..1200 {
+        cache
+            .set(&format!("order:history:{i}"), i, &options())
+            .await
+            .unwrap();
+    }
+    cache.set("order:active:1", 1, &options()).await.unwrap();
+    cache.set("search:q=*rice?", 1, &options()).await.unwrap();
+    cache.set("search:q=xricey", 2, &options()).await.unwrap();
+
+    assert_eq!(cache.purge("order:history:*").await.unwrap(), 1200);
+    // A key holding glob metacharacters, escaped: exactly that key.
+    assert_eq!(
+        cache.purge(&escape_glob("search:q=*rice?")).await.unwrap(),
+        1
+    );
+
+    let mut conn = raw(&redis).await;
+    let mut left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    left.retain(|key| !key.starts_with("hasivu:"));
+    left.sort();
+    assert_eq!(left, ["order:active:1", "search:q=xricey"]);
+    let mut stamps: Vec<String> = redis::cmd("KEYS")
+        .arg("hasivu:stamp:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stamps.sort();
+    assert_eq!(
+        stamps,
+        [
+            "hasivu:stamp:{order:active:1}",
+            "hasivu:stamp:{search:q=xricey}"
+        ],
+        "stamps went with their values"
+    );
+}
