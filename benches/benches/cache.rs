@@ -1,5 +1,7 @@
-//! hasivu-cache vs raw moka: the L1 hit path, `get_or_load` under
-//! contention, and a Zipf hit-rate simulation.
+//! hasivu-cache vs raw moka and raw Redis: the L1 hit path, the L2 hit
+//! path, `get_or_load` under contention, invalidating a cascade of rules
+//! (vs the report's SCAN + DEL per pattern), backplane propagation, and a
+//! Zipf hit-rate simulation.
 //!
 //! Run with `cargo bench -p hasivu-benches --bench cache`; the ratio table
 //! and the hit rates are printed at the end.
@@ -12,9 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::Criterion;
+use criterion::{BatchSize, Criterion};
 use hasivu_benches::{Row, block_on, criterion, criterion_dir, print_report};
-use hasivu_cache::{Cache, EntryOptions};
+use hasivu_cache::{Cache, EntryOptions, InvalidationRules};
 
 /// A value like a cached user profile (about 100 bytes of JSON).
 fn profile(i: u64) -> String {
@@ -117,6 +119,174 @@ fn l2_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
         note: "L1 disabled; hasivu = GET+PTTL pipelined + JSON decode; anchor = a raw GET through ConnectionManager"
             .into(),
     });
+}
+
+/// Four rules in a chain: invalidating `order:*` fires all four and bumps
+/// five prefixes.
+fn chain_rules() -> InvalidationRules {
+    InvalidationRules::new()
+        .rule("order:*", ["analytics:orders:*"])
+        .and_then(|r| r.rule("analytics:*", ["report:orders:*"]))
+        .and_then(|r| r.rule("report:*", ["dashboard:orders:*"]))
+        .and_then(|r| r.rule("dashboard:*", ["export:orders:*"]))
+        .unwrap()
+}
+
+const CASCADE: [&str; 5] = [
+    "order:",
+    "analytics:orders:",
+    "report:orders:",
+    "dashboard:orders:",
+    "export:orders:",
+];
+
+fn invalidate_cascade(c: &mut Criterion, rows: &mut Vec<Row>) {
+    let redis = hasivu_testkit::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = EntryOptions::new(Duration::from_secs(3600));
+    // 10 000 entries in L1 and Redis: 100 under each prefix of the cascade,
+    // the rest elsewhere.
+    let ours = runtime.block_on(async {
+        let cache = Cache::builder()
+            .redis(redis.url())
+            .rules(chain_rules())
+            .build()
+            .unwrap();
+        for (p, prefix) in CASCADE.iter().enumerate() {
+            for i in 0..100 {
+                cache
+                    .set(&format!("{prefix}{i}"), p * 100 + i, &options)
+                    .await
+                    .unwrap();
+            }
+        }
+        for i in 0..9500 {
+            cache
+                .set(&format!("user:profile:{i}"), i, &options)
+                .await
+                .unwrap();
+        }
+        cache
+    });
+    let mut raw = runtime.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        redis::aio::ConnectionManager::new(client).await.unwrap()
+    });
+    let mut group = c.benchmark_group("cache-invalidate-cascade");
+    group.bench_function("hasivu", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(ours.invalidate("order:*"))
+                .unwrap()
+                .generation
+        })
+    });
+    // The report's `invalidatePattern`: for each pattern, SCAN the keyspace
+    // and DEL what matches. The keys it deletes are put back between runs,
+    // outside the measurement.
+    let mut refill = raw.clone();
+    group.bench_function("scan-del", |b| {
+        b.iter_batched(
+            || {
+                runtime.block_on(async {
+                    let mut pipe = redis::pipe();
+                    for prefix in CASCADE {
+                        for i in 0..100 {
+                            pipe.cmd("SET").arg(format!("{prefix}{i}")).arg(i).ignore();
+                        }
+                    }
+                    pipe.query_async::<()>(&mut refill).await.unwrap();
+                })
+            },
+            |()| {
+                runtime.block_on(async {
+                    let mut deleted = 0_usize;
+                    for prefix in CASCADE {
+                        let mut cursor = 0_u64;
+                        loop {
+                            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(format!("{prefix}*"))
+                                .arg("COUNT")
+                                .arg(1000)
+                                .query_async(&mut raw)
+                                .await
+                                .unwrap();
+                            if !keys.is_empty() {
+                                deleted += keys.len();
+                                redis::cmd("DEL")
+                                    .arg(&keys)
+                                    .query_async::<()>(&mut raw)
+                                    .await
+                                    .unwrap();
+                            }
+                            if next == 0 {
+                                break;
+                            }
+                            cursor = next;
+                        }
+                    }
+                    deleted
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    rows.push(Row {
+        group: "cache-invalidate-cascade".into(),
+        ours: "hasivu".into(),
+        theirs: "scan-del".into(),
+        note: "`invalidate(\"order:*\")` firing 4 chained rules (5 prefixes) over ~10k keys: hasivu = one Lua bump + publish + L1 sweep; anchor = SCAN MATCH + DEL per pattern (the report's way)"
+            .into(),
+    });
+}
+
+/// Backplane propagation: from `set` on one instance to the other instance
+/// having applied the message (its L1 copy dropped), over 1000 writes.
+fn backplane_propagation() -> String {
+    let redis = hasivu_testkit::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let build = || Cache::builder().redis(redis.url()).build().unwrap();
+        let (a, b) = (build(), build());
+        while a.stats().backplane_synced != Some(true) || b.stats().backplane_synced != Some(true) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let options = EntryOptions::new(Duration::from_secs(3600));
+        let mut set_only = Vec::new();
+        let mut delivered = Vec::new();
+        for i in 0..1000_u32 {
+            let before = b.stats().backplane_received;
+            let started = Instant::now();
+            a.set("menu:daily:current", i, &options).await.unwrap();
+            set_only.push(started.elapsed());
+            while b.stats().backplane_received == before {
+                tokio::task::yield_now().await;
+            }
+            delivered.push(started.elapsed());
+        }
+        let pct = |v: &mut Vec<Duration>, p: usize| {
+            v.sort();
+            v[(v.len() * p / 100).min(v.len() - 1)]
+        };
+        format!(
+            "Backplane propagation over 1000 writes (from the start of `set` on instance A to instance B having dropped its L1 copy): p50 {:?}, p99 {:?}; the `set` itself (L1 + Redis SET pipeline + PUBLISH): p50 {:?}, p99 {:?}",
+            pct(&mut delivered, 50),
+            pct(&mut delivered, 99),
+            pct(&mut set_only, 50),
+            pct(&mut set_only, 99),
+        )
+    })
 }
 
 fn contended_get_or_load(c: &mut Criterion, rows: &mut Vec<Row>) {
@@ -265,12 +435,14 @@ fn main() {
     l1_hit(&mut c, &mut rows);
     l2_hit(&mut c, &mut rows);
     contended_get_or_load(&mut c, &mut rows);
+    invalidate_cascade(&mut c, &mut rows);
     c.final_summary();
     print_report(
         "hasivu-cache (speed ratio = anchor time / hasivu time)",
         &criterion_dir(env!("CARGO_TARGET_TMPDIR")),
         &rows,
     );
+    println!("\n{}", backplane_propagation());
     println!("\n{}", hit_rate_simulation(None));
     let redis = hasivu_testkit::RedisServer::start();
     println!("{}", hit_rate_simulation(Some(&redis)));
