@@ -36,7 +36,13 @@ pub(crate) trait Target: Send + Sync + 'static {
     fn apply(&self, message: Message) -> BoxFuture<'_, ()>;
     /// The subscription is back: replay, re-read, flush.
     fn resync(&self) -> BoxFuture<'_, Result<(), L2Error>>;
+    /// Retries invalidations and announcements that could not reach Redis
+    /// (the data connection can fail while the subscription stays up).
+    fn retry(&self) -> BoxFuture<'_, ()>;
 }
+
+/// How often queued invalidations are retried while subscribed.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The state before the first sync (0: the `Default`).
 #[allow(dead_code)]
@@ -226,12 +232,21 @@ async fn run(
         state.set(SYNCED);
         tracing::debug!(channel, "backplane subscribed and in sync");
         // Receive until the connection drops.
+        let mut retried = tokio::time::Instant::now();
         loop {
-            let Some(push) = rx.recv().await else {
-                return;
-            };
+            let wait = RETRY_EVERY.saturating_sub(retried.elapsed());
+            let received = tokio::time::timeout(wait, rx.recv()).await;
             let Some(cache) = target.upgrade() else {
                 return;
+            };
+            if retried.elapsed() >= RETRY_EVERY {
+                cache.retry().await;
+                retried = tokio::time::Instant::now();
+            }
+            let push = match received {
+                Ok(Some(push)) => push,
+                Ok(None) => return,
+                Err(_quiet) => continue,
             };
             match push.kind {
                 PushKind::Message | PushKind::SMessage => {

@@ -27,7 +27,7 @@ pub enum Error {
     /// A pattern given to [`Cache::invalidate`](crate::Cache::invalidate)
     /// is not a key or a prefix glob.
     #[error("pattern: {0}")]
-    Pattern(#[source] crate::PatternError),
+    Pattern(#[from] crate::PatternError),
 }
 
 impl Clone for Error {

@@ -415,6 +415,18 @@ impl<C: Codec> crate::backplane::Target for Inner<C> {
         .boxed()
     }
 
+    fn retry(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        use futures_util::FutureExt;
+        async move {
+            if let Some(l2) = &self.l2
+                && self.replay(l2).await.is_err()
+            {
+                tracing::debug!("queued invalidations still cannot reach redis");
+            }
+        }
+        .boxed()
+    }
+
     fn resync(&self) -> futures_util::future::BoxFuture<'_, Result<(), crate::l2::L2Error>> {
         use futures_util::FutureExt;
         async move {

@@ -59,32 +59,95 @@
 //! | `redis` | yes | the Redis L2, its circuit breaker and the distributed lock |
 //! | `cluster` | no | Redis Cluster as L2 ([`CacheBuilder::redis_cluster`]) |
 //!
+//! # Invalidation
+//!
+//! [`Cache::invalidate`] takes a key (`menu:daily:current`) or a prefix
+//! glob (`user:*`, see [`Pattern`]); [`InvalidationRules`] widen it, and
+//! the cascade is transitive and cycle-safe. The report's four rules are
+//! [`InvalidationRules::report_defaults`]:
+//!
+//! ```
+//! use hasivu_cache::{Cache, InvalidationRules};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hasivu_cache::Error> {
+//! let cache = Cache::builder()
+//!     .rules(
+//!         InvalidationRules::report_defaults()
+//!             .rule("school:*", ["menu:*"])?, // and your own
+//!     )
+//!     .build()?;
+//! // After the order is committed to the database:
+//! let done = cache.invalidate_key("order:1234").await?;
+//! // `order:*` covers the key, so `order:history:*`, `order:active:*` and
+//! // `analytics:orders:*` go too.
+//! assert_eq!(done.patterns.len(), 4);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **A prefix costs O(1), whatever it covers.** Each invalidation takes one
+//! new generation (Redis `TIME` in microseconds, kept increasing by a Lua
+//! script, so it still grows after Redis restarts without its data) and
+//! records it for every prefix of the cascade in the hash
+//! `hasivu:{generations}`. Every L2 value is written with a stamp beside it
+//! (`hasivu:stamp:{<key>}`, same cluster slot, same TTL): the generation
+//! its writer knew when the load started. A value is valid exactly when no
+//! prefix covering its key has a newer generation. Reading the stamp is one
+//! more `GET` in the round trip that already fetches the value; writing it
+//! is one more `SET` in the same pipeline; it costs Redis one small key per
+//! entry. Nothing is scanned or deleted on the request path; the memory of
+//! invalidated values comes back with their TTL, or at once through the
+//! maintenance call [`Cache::purge`] (`SCAN` + `UNLINK`, on every master of
+//! a cluster, never `KEYS`).
+//!
+//! **Every instance's L1 follows within milliseconds.** The invalidating
+//! instance sweeps its own L1; a backplane message on Redis pub/sub (sharded
+//! pub/sub on a cluster) makes the others do the same. Explicit writes
+//! ([`Cache::set`], [`Cache::remove`]) are announced too, so the others drop
+//! their L1 copy; values a loader produced are not (they are reads, not
+//! changes). A message is small JSON (operation, keys or prefixes,
+//! generation, origin, time) and an instance ignores its own. Pub/sub loses
+//! messages sent while a subscriber is away: while the subscription is down,
+//! the instance does not read L2 (its L1 goes on serving, within each
+//! entry's L1 TTL); once it is back, the instance replays its own
+//! invalidations that could not reach Redis, re-reads the generations and
+//! flushes its L1. A load that started before an invalidation (or a flush)
+//! and finishes after it returns its value to its callers but does not
+//! store it.
+//!
+//! **Sharing with other services.** Values stay plain JSON under their own
+//! names. A value another service wrote has no stamp and reads as stamp 0:
+//! valid until a prefix covering it is invalidated, a miss afterwards until
+//! it is written again. Another service invalidates a prefix by running the
+//! same bump (a `TIME`-based generation `HSET` into `hasivu:{generations}`)
+//! and publishing `{"op":"invalidate","p":["menu:"],"g":<generation>,"o":<its id>,"t":<ms>}`
+//! on `hasivu:backplane`; all these names sit under the key prefix. The
+//! namespace `hasivu:` under the key prefix belongs to the cache.
+//!
 //! # Where this comes from
 //!
 //! This crate serves sections 2.1 (multi-layer caching) and 2.2 (invalidation
 //! patterns) of the HASIVU performance report. The report's own code never
 //! invalidates its in-process layer, so other instances keep serving stale
 //! data, and deletes Redis patterns with `KEYS`-style scans on the request
-//! path; this crate does neither.
+//! path; this crate does neither: invalidation is a generation bump plus a
+//! backplane message, and scanning is a separate maintenance call.
 //!
-//! # Status
+//! # Observability
+//!
+//! [`Cache::stats`] gives counters since the cache was built, the L2
+//! breaker's state and whether the backplane is in sync. Through the
+//! `metrics` facade: `hasivu_cache_lookups_total{cache, result}`,
+//! `hasivu_cache_loads_total`, `hasivu_cache_load_errors_total`,
+//! `hasivu_cache_stale_served_total`, `hasivu_cache_l2_errors_total`,
+//! `hasivu_cache_invalidations_total`,
+//! `hasivu_cache_backplane_messages_total{direction}`, and the histograms
+//! `hasivu_cache_load_duration_seconds` and
+//! `hasivu_cache_backplane_delay_seconds` (sender's clock to receiver's).
 //!
 //! Tests that control time with `tokio::time::pause` build the cache with
 //! [`CacheBuilder::tokio_time`], so that entries expire on tokio's clock.
-//!
-//! Available: [`Cache`] with L1 (moka, bounded by bytes, per-entry TTL) and
-//! L2 (Redis: plain JSON values, GET + PTTL in one round trip, a timeout and
-//! circuit breaker on every call), `get_or_load` with single flight, the
-//! distributed lock, fail-safe stale values with throttling, soft and hard
-//! loader timeouts, eager refresh, warmers ([`Cache::add_warmer`],
-//! [`Cache::warm`]) and [`Cache::stats`] plus `metrics` counters
-//! (`hasivu_cache_lookups_total{result}`, `hasivu_cache_loads_total`,
-//! `hasivu_cache_load_errors_total`, `hasivu_cache_stale_served_total`,
-//! `hasivu_cache_l2_errors_total`, the `hasivu_cache_load_duration_seconds`
-//! histogram), and a strict mode that returns Redis failures instead of
-//! absorbing them, and Redis Cluster as L2 (feature `cluster`). Not yet: a
-//! breaker-state gauge, invalidation rules, the backplane and the HTTP
-//! layer.
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]

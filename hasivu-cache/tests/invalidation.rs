@@ -417,3 +417,44 @@ async fn purge_scans_and_unlinks_only_what_matches() {
         "stamps went with their values"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_queued_while_redis_stalls_is_retried_without_a_reconnect() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("menu:daily:current", "old".to_owned(), &options())
+        .await
+        .unwrap();
+    assert!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Writes stall for 800 ms: the bump times out, the subscriptions stay.
+    let mut conn = raw(&redis).await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("WRITE")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let done = a.invalidate("menu:*").await.unwrap();
+    assert!(!done.propagated);
+    assert_eq!(a.get::<String>("menu:daily:current").await.unwrap(), None);
+
+    // The backplane task retries the queue once Redis takes writes again.
+    eventually(Duration::from_secs(5), async || {
+        a.pending_invalidations() == 0
+            && b.get::<String>("menu:daily:current")
+                .await
+                .unwrap()
+                .is_none()
+    })
+    .await;
+}
