@@ -363,4 +363,48 @@ mod tests {
         let self_loop = InvalidationRules::new().rule("x:*", ["x:*"]).unwrap();
         assert_eq!(self_loop.cascade(&p("x:*")), vec![p("x:*")]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_keys_parse_back_to_themselves(key in "\\PC{0,40}") {
+            proptest::prop_assert_eq!(p(&escape_glob(&key)), Pattern::Key(key.clone()));
+            let prefix = p(&format!("{}*", escape_glob(&key)));
+            proptest::prop_assert_eq!(&prefix, &Pattern::Prefix(key.clone()));
+            proptest::prop_assert!(prefix.matches(&key));
+        }
+
+        #[test]
+        fn a_prefix_covers_exactly_what_starts_with_it(
+            prefix in "[a-c:]{0,4}",
+            key in "[a-c:]{0,6}",
+        ) {
+            let pattern = Pattern::Prefix(prefix.clone());
+            proptest::prop_assert_eq!(pattern.matches(&key), key.starts_with(&prefix));
+            proptest::prop_assert_eq!(
+                pattern.covers(&Pattern::Key(key.clone())),
+                key.starts_with(&prefix)
+            );
+        }
+
+        #[test]
+        fn a_cascade_contains_its_start_or_a_pattern_covering_it(
+            rules in proptest::collection::vec(("[ab]{1,2}", proptest::collection::vec("[ab]{1,3}", 0..3)), 0..6),
+            start in "[ab]{0,3}",
+        ) {
+            let mut set = InvalidationRules::new();
+            for (from, to) in &rules {
+                let to: Vec<String> = to.iter().map(|t| format!("{t}*")).collect();
+                set = set.rule(&format!("{from}*"), &to).unwrap();
+            }
+            let start = Pattern::Prefix(start);
+            let cascade = set.cascade(&start);
+            proptest::prop_assert!(cascade.iter().any(|p| p.covers(&start)));
+            // Minimal: no pattern covers another.
+            for a in &cascade {
+                for b in &cascade {
+                    proptest::prop_assert!(a == b || !a.covers(b));
+                }
+            }
+        }
+    }
 }
