@@ -1015,6 +1015,7 @@ impl<C: Codec> Inner<C> {
     /// After a failed load, a stale value counts as fresh for the throttle
     /// duration, so a failing backend is not called by every request.
     async fn throttle_stale(&self, key: &str, options: &EntryOptions) {
+        let token = self.generations.token();
         let Some(slot) = self.l1.get(key).await else {
             return;
         };
@@ -1029,6 +1030,10 @@ impl<C: Codec> Inner<C> {
                 refresh_at: None,
             };
             self.l1.insert(Arc::from(key), Arc::new(throttled)).await;
+            // Not brought back if an invalidation swept it meanwhile.
+            if !self.generations.unchanged_since(key, token) {
+                self.l1.invalidate(key).await;
+            }
         }
     }
 }
