@@ -30,5 +30,26 @@
 //!
 //! # Status
 //!
-//! The API is being built; see the repository's README for what has landed.
+//! Available: [`Limiter`] with [`Policies`], [`Tiers`], load adaptation
+//! ([`LoadControl`], [`CompositeLoad`], [`InFlight`], [`ErrorRate`],
+//! [`Hysteresis`]) and the [`LocalStore`]. The Redis store, the tower layer
+//! and the abuse shield are being built.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod decision;
+mod duration;
+mod gcra;
+mod limiter;
+mod load;
+mod policy;
+mod quota;
+mod store;
+
+pub use decision::{Decision, Source, Verdict};
+pub use limiter::{Limiter, LimiterBuilder, Request};
+pub use load::{
+    CompositeLoad, ErrorRate, Hysteresis, InFlight, InFlightGuard, LoadControl, LoadSignal,
+};
+pub use policy::{Policies, Policy, Tiers};
+pub use quota::Quota;
+pub use store::{LocalStore, LocalStoreBuilder, Store, StoreKey};

@@ -1,0 +1,332 @@
+//! The in-process store: GCRA with one `u64` of state per key, in shards
+//! of hash maps behind short mutexes, bounded by a key cap.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{Store, StoreKey};
+use crate::{Quota, Source, Verdict, gcra};
+
+/// The number of shards (a power of two).
+const SHARDS: usize = 64;
+
+/// Keys are already hashes: the map uses them as they are.
+#[derive(Default, Clone, Copy)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in for safety.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, u64, BuildHasherDefault<Identity>>;
+
+/// An in-process GCRA store, bounded by a key count.
+///
+/// Each key costs one `u64` of state plus its 64-bit hash: about 18 to 37
+/// bytes per key with the hash map's control bytes and load factor. Keys
+/// are hashed with a per-process random key (SipHash-1-3), so clients cannot
+/// aim collisions; two keys sharing a 64-bit hash would share a counter
+/// (about one pair in 10¹³ among a million keys).
+///
+/// When a shard reaches its share of the cap, keys that have rested long
+/// enough to be whole again are dropped first (forgetting them changes
+/// nothing); if none has, an arbitrary key is dropped and counted in
+/// `hasivu_ratelimit_local_evictions_total`.
+///
+/// ```
+/// use hasivu_ratelimit::{LocalStore, Quota, Store, StoreKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = LocalStore::builder().max_keys(100_000).build();
+/// let quota = Quota::per_minute(2);
+/// let key = StoreKey { policy: "general", key: "203.0.113.7" };
+/// assert!(store.check_now(key, &quota, 1).allowed);
+/// assert!(store.check_now(key, &quota, 1).allowed);
+/// let third = store.check_now(key, &quota, 1);
+/// assert!(!third.allowed);
+/// assert!(third.retry_after.is_some());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: RandomState,
+    clock: Clock,
+    evictions: AtomicU64,
+}
+
+/// Nanoseconds since the store was made, plus one second so that a stored
+/// TAT of 0 always means "rested".
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    Std(std::time::Instant),
+    Tokio(tokio::time::Instant),
+}
+
+const EPOCH_OFFSET: u64 = 1_000_000_000;
+
+impl Clock {
+    fn now(&self) -> u64 {
+        let elapsed = match self {
+            Clock::Std(start) => start.elapsed(),
+            Clock::Tokio(start) => start.elapsed(),
+        };
+        u64::try_from(elapsed.as_nanos())
+            .unwrap_or(u64::MAX - EPOCH_OFFSET)
+            .saturating_add(EPOCH_OFFSET)
+    }
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("keys", &self.len())
+            .field("max_keys", &(self.inner.per_shard * SHARDS))
+            .field("evictions", &self.inner.evictions.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+/// Builds a [`LocalStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LocalStoreBuilder {
+    max_keys: usize,
+    tokio_time: bool,
+}
+
+impl LocalStoreBuilder {
+    /// The most keys kept (default 100 000, about 2–4 MB); rounded up to a
+    /// multiple of the 64 shards.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
+    }
+
+    /// Reads tokio's clock instead of the system's monotonic clock, so
+    /// tests can pause and advance time.
+    pub fn tokio_time(mut self, enabled: bool) -> Self {
+        self.tokio_time = enabled;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> LocalStore {
+        let per_shard = self.max_keys.div_ceil(SHARDS);
+        LocalStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                per_shard,
+                hasher: RandomState::new(),
+                clock: if self.tokio_time {
+                    Clock::Tokio(tokio::time::Instant::now())
+                } else {
+                    Clock::Std(std::time::Instant::now())
+                },
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl LocalStore {
+    /// A store with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder.
+    pub fn builder() -> LocalStoreBuilder {
+        LocalStoreBuilder {
+            max_keys: 100_000,
+            tokio_time: false,
+        }
+    }
+
+    /// The check, synchronously: it never waits on anything but a shard's
+    /// short lock.
+    pub fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Verdict {
+        let hash = self.hash(key);
+        let now = self.inner.clock.now();
+        let shard = &self.inner.shards[(hash >> 58) as usize % SHARDS];
+        let mut map = shard.lock().expect("local store shard lock");
+        let tat = map.get(&hash).copied().unwrap_or(0);
+        let step = gcra::check(quota, tat, now, cost);
+        if let Some(new_tat) = step.new_tat {
+            if tat == 0 && map.len() >= self.inner.per_shard {
+                self.make_room(&mut map, now);
+            }
+            map.insert(hash, new_tat);
+        }
+        step.verdict
+    }
+
+    /// The number of keys held.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().expect("local store shard lock").len())
+            .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys dropped while still counting, because the cap was reached.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    fn hash(&self, key: StoreKey<'_>) -> u64 {
+        let mut hasher = self.inner.hasher.build_hasher();
+        hasher.write(key.policy.as_bytes());
+        hasher.write_u8(0xff);
+        hasher.write(key.key.as_bytes());
+        hasher.finish()
+    }
+
+    fn make_room(&self, map: &mut Shard, now: u64) {
+        map.retain(|_, tat| *tat > now);
+        if map.len() >= self.inner.per_shard
+            && let Some(victim) = map.keys().next().copied()
+        {
+            map.remove(&victim);
+            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("hasivu_ratelimit_local_evictions_total").increment(1);
+        }
+    }
+}
+
+impl Store for LocalStore {
+    async fn check(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> (Verdict, Source) {
+        (self.check_now(key, quota, cost), Source::Local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn key(k: &str) -> StoreKey<'_> {
+        StoreKey {
+            policy: "p",
+            key: k,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exact_admission_at_window_boundaries() {
+        let store = LocalStore::builder().tokio_time(true).build();
+        // 10 per second with the default burst of 10.
+        let quota = Quota::per_second(10);
+        for _ in 0..10 {
+            assert!(store.check_now(key("a"), &quota, 1).allowed);
+        }
+        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            store.check_now(key("a"), &quota, 1).allowed,
+            "one back after 100 ms"
+        );
+        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        // A full window later the whole burst is back.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut admitted = 0;
+        while store.check_now(key("a"), &quota, 1).allowed {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 10);
+        // Other keys and other policies have their own counters.
+        assert!(store.check_now(key("b"), &quota, 1).allowed);
+        let other = StoreKey {
+            policy: "q",
+            key: "a",
+        };
+        assert!(store.check_now(other, &quota, 1).allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_retrying_while_limited_gets_in_after_the_window() {
+        let store = LocalStore::builder().tokio_time(true).build();
+        let quota = Quota::per_second(5);
+        let mut admitted = 0;
+        // Hammer every 10 ms for three seconds.
+        for _ in 0..300 {
+            if store.check_now(key("c"), &quota, 1).allowed {
+                admitted += 1;
+            }
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        // The first burst of 5, then 5 per second.
+        assert!((19..=21).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn a_million_distinct_keys_stay_under_the_cap() {
+        let store = LocalStore::builder().max_keys(10_000).build();
+        let quota = Quota::per_hour(100);
+        for i in 0..1_000_000u32 {
+            let k = i.to_string();
+            assert!(store.check_now(key(&k), &quota, 1).allowed);
+        }
+        assert!(store.len() <= 10_048, "{}", store.len());
+        assert!(store.evictions() > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rested_keys_make_room_before_counting_ones_are_evicted() {
+        let store = LocalStore::builder().max_keys(64).tokio_time(true).build();
+        let quota = Quota::per_second(1000);
+        // Each key is whole again a millisecond after its request.
+        for i in 0..2000u32 {
+            store.check_now(key(&i.to_string()), &quota, 1);
+            tokio::time::advance(Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.evictions(), 0, "only rested keys were dropped");
+        assert!(store.len() <= 64);
+        // Keys still counting are evicted only when nothing has rested.
+        for i in 0..200u32 {
+            store.check_now(key(&format!("busy{i}")), &quota, 1);
+        }
+        assert!(store.evictions() > 0);
+        assert!(store.len() <= 64);
+    }
+}

@@ -1,0 +1,34 @@
+//! Where the counting happens: in process ([`LocalStore`]) or in Redis.
+
+mod local;
+
+use std::future::Future;
+
+pub use local::{LocalStore, LocalStoreBuilder};
+
+use crate::{Quota, Source, Verdict};
+
+/// Which counter a check touches: the policy's name and the client's key.
+/// Stores keep the counters of different policies apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoreKey<'a> {
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The client's key (an IP, a user id, an API key…).
+    pub key: &'a str,
+}
+
+/// Counts requests against quotas.
+///
+/// A store never fails a check: a store backed by a service applies its
+/// declared failure policy and says so in the [`Source`] it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Checks `cost` units for `key` against `quota`, counting them when
+    /// admitted (rejected requests are never counted).
+    fn check(
+        &self,
+        key: StoreKey<'_>,
+        quota: &Quota,
+        cost: u32,
+    ) -> impl Future<Output = (Verdict, Source)> + Send;
+}
