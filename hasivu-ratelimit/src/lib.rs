@@ -36,15 +36,20 @@
 //! and the abuse shield are being built.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client_ip;
 mod decision;
 mod duration;
 mod gcra;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod http;
 mod limiter;
 mod load;
 mod policy;
 mod quota;
 mod store;
 
+pub use client_ip::{Cidr, CidrError, TrustedProxies, ip_key};
 pub use decision::{Decision, Source, Verdict};
 pub use limiter::{Limiter, LimiterBuilder, Request};
 pub use load::{

@@ -216,6 +216,22 @@ impl<S: Store> Limiter<S> {
         self.inner.load.as_ref()
     }
 
+    /// [`check_request`](Self::check_request) answered at once when the
+    /// store can (see [`Store::check_now`]).
+    pub fn check_request_now(&self, request: Request<'_>) -> Option<Decision> {
+        let (index, policy) = self
+            .inner
+            .policies
+            .resolve_indexed(request.method, request.path);
+        let (quota, load) = self.quota(policy, request.tier);
+        let key = StoreKey {
+            policy: policy.name(),
+            key: request.key,
+        };
+        let (verdict, source) = self.inner.store.check_now(key, &quota, request.cost)?;
+        Some(self.finish(index, policy, &quota, load, verdict, source))
+    }
+
     async fn decide(
         &self,
         index: usize,
@@ -224,14 +240,32 @@ impl<S: Store> Limiter<S> {
         tier: Option<&str>,
         cost: u32,
     ) -> Decision {
-        let load = self.inner.load.as_ref().map_or(1.0, LoadControl::factor);
-        let factor = self.inner.tiers.multiplier(tier) * load;
-        let quota = policy.quota().scaled(factor);
+        let (quota, load) = self.quota(policy, tier);
         let store_key = StoreKey {
             policy: policy.name(),
             key,
         };
         let (verdict, source) = self.inner.store.check(store_key, &quota, cost).await;
+        self.finish(index, policy, &quota, load, verdict, source)
+    }
+
+    /// The policy's quota scaled by the tier and the load, and the load
+    /// factor.
+    fn quota(&self, policy: &Policy, tier: Option<&str>) -> (Quota, f64) {
+        let load = self.inner.load.as_ref().map_or(1.0, LoadControl::factor);
+        let factor = self.inner.tiers.multiplier(tier) * load;
+        (policy.quota().scaled(factor), load)
+    }
+
+    fn finish(
+        &self,
+        index: usize,
+        policy: &Policy,
+        quota: &Quota,
+        load: f64,
+        verdict: crate::Verdict,
+        source: Source,
+    ) -> Decision {
         let slot = source.index()
             + if verdict.allowed {
                 0

@@ -233,7 +233,11 @@ impl LocalStore {
 
 impl Store for LocalStore {
     async fn check(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> (Verdict, Source) {
-        (self.check_now(key, quota, cost), Source::Local)
+        (LocalStore::check_now(self, key, quota, cost), Source::Local)
+    }
+
+    fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Option<(Verdict, Source)> {
+        Some((LocalStore::check_now(self, key, quota, cost), Source::Local))
     }
 }
 

@@ -31,4 +31,12 @@ pub trait Store: Send + Sync + 'static {
         quota: &Quota,
         cost: u32,
     ) -> impl Future<Output = (Verdict, Source)> + Send;
+
+    /// The same check, answered at once when the store can do so without
+    /// waiting (an in-process store); `None` sends the caller to
+    /// [`check`](Self::check). Lets the tower layer skip a boxed future.
+    fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Option<(Verdict, Source)> {
+        let _ = (key, quota, cost);
+        None
+    }
 }
