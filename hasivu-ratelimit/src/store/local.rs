@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -42,10 +42,11 @@ type Shard = HashMap<u64, u64, BuildHasherDefault<Identity>>;
 /// An in-process GCRA store, bounded by a key count.
 ///
 /// Each key costs one `u64` of state plus its 64-bit hash: about 18 to 37
-/// bytes per key with the hash map's control bytes and load factor. Keys
-/// are hashed with a per-process random key (SipHash-1-3), so clients cannot
-/// aim collisions; two keys sharing a 64-bit hash would share a counter
-/// (about one pair in 10¹³ among a million keys).
+/// bytes per key with the hash map's control bytes and load factor (38
+/// bytes measured for a million keys). Keys are hashed with a per-process
+/// random seed (foldhash), so clients cannot aim collisions; two keys
+/// sharing a 64-bit hash would share a counter (about one pair in 10¹³
+/// among a million keys).
 ///
 /// When a shard reaches its share of the cap, keys that have rested long
 /// enough to be whole again are dropped first (forgetting them changes
@@ -75,16 +76,19 @@ pub struct LocalStore {
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: RandomState,
+    hasher: foldhash::quality::RandomState,
     clock: Clock,
     evictions: AtomicU64,
 }
 
 /// Nanoseconds since the store was made, plus one second so that a stored
-/// TAT of 0 always means "rested".
-#[derive(Debug, Clone, Copy)]
+/// TAT of 0 always means "rested". The system clock is read through
+/// `quanta` (the CPU's time-stamp counter, calibrated against the
+/// monotonic clock): a `clock_gettime` costs more than the rest of a check
+/// on virtual machines.
+#[derive(Debug, Clone)]
 enum Clock {
-    Std(std::time::Instant),
+    Tsc(quanta::Clock, quanta::Instant),
     Tokio(tokio::time::Instant),
 }
 
@@ -93,7 +97,7 @@ const EPOCH_OFFSET: u64 = 1_000_000_000;
 impl Clock {
     fn now(&self) -> u64 {
         let elapsed = match self {
-            Clock::Std(start) => start.elapsed(),
+            Clock::Tsc(clock, start) => clock.now().saturating_duration_since(*start),
             Clock::Tokio(start) => start.elapsed(),
         };
         u64::try_from(elapsed.as_nanos())
@@ -148,11 +152,13 @@ impl LocalStoreBuilder {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
                 per_shard,
-                hasher: RandomState::new(),
+                hasher: foldhash::quality::RandomState::default(),
                 clock: if self.tokio_time {
                     Clock::Tokio(tokio::time::Instant::now())
                 } else {
-                    Clock::Std(std::time::Instant::now())
+                    let clock = quanta::Clock::new();
+                    let start = clock.now();
+                    Clock::Tsc(clock, start)
                 },
                 evictions: AtomicU64::new(0),
             }),
@@ -181,10 +187,16 @@ impl LocalStore {
         let now = self.inner.clock.now();
         let shard = &self.inner.shards[(hash >> 58) as usize % SHARDS];
         let mut map = shard.lock().expect("local store shard lock");
-        let tat = map.get(&hash).copied().unwrap_or(0);
-        let step = gcra::check(quota, tat, now, cost);
+        if let Some(tat) = map.get_mut(&hash) {
+            let step = gcra::check(quota, *tat, now, cost);
+            if let Some(new_tat) = step.new_tat {
+                *tat = new_tat;
+            }
+            return step.verdict;
+        }
+        let step = gcra::check(quota, 0, now, cost);
         if let Some(new_tat) = step.new_tat {
-            if tat == 0 && map.len() >= self.inner.per_shard {
+            if map.len() >= self.inner.per_shard {
                 self.make_room(&mut map, now);
             }
             map.insert(hash, new_tat);
