@@ -58,6 +58,7 @@
 //! | --- | --- | --- |
 //! | `redis` | yes | the Redis L2, its circuit breaker and the distributed lock |
 //! | `cluster` | no | Redis Cluster as L2 ([`CacheBuilder::redis_cluster`]) |
+//! | `http` | no | the tower HTTP response cache layer (`CacheLayer`, module `http`) |
 //!
 //! # Where this comes from
 //!
@@ -82,9 +83,10 @@
 //! `hasivu_cache_load_errors_total`, `hasivu_cache_stale_served_total`,
 //! `hasivu_cache_l2_errors_total`, the `hasivu_cache_load_duration_seconds`
 //! histogram), and a strict mode that returns Redis failures instead of
-//! absorbing them, and Redis Cluster as L2 (feature `cluster`). Not yet: a
-//! breaker-state gauge, invalidation rules, the backplane and the HTTP
-//! layer.
+//! absorbing them, and Redis Cluster as L2 (feature `cluster`); invalidation
+//! rules, per-prefix generations and the backplane ([`Cache::invalidate`]);
+//! the HTTP response cache layer (feature `http`). Not yet: a
+//! breaker-state gauge.
 //!
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -100,6 +102,9 @@ mod codec;
 mod duration;
 mod error;
 mod generations;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod invalidation;
 #[cfg(feature = "redis")]
 mod keys;
@@ -114,6 +119,8 @@ mod options;
 mod pattern;
 mod stats;
 
+#[cfg(feature = "http")]
+pub use crate::http::{CacheLayer, CacheService, CacheStatus, RoutePolicy};
 pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, WarmReport};
 pub use codec::{Codec, JsonCodec};
