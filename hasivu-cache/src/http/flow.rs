@@ -486,13 +486,12 @@ fn serve<C, B: Body>(
     not_modified: bool,
 ) -> Response<CacheBody<B>> {
     let mut headers = stored.headers.clone();
-    if route.policy.cache_control {
-        let value = if plan.per_user {
-            &route.private
-        } else {
-            &route.public
-        };
-        headers.insert(header::CACHE_CONTROL, value.clone());
+    // A per-user answer is marked private whatever the route emits, so no
+    // shared cache downstream keeps one user's answer for another.
+    if plan.per_user {
+        headers.insert(header::CACHE_CONTROL, route.private.clone());
+    } else if route.policy.cache_control {
+        headers.insert(header::CACHE_CONTROL, route.public.clone());
     }
     if shared.tag_headers && !plan.per_user {
         if let Some(keys) = &route.surrogate_key {

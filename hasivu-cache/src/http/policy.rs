@@ -160,9 +160,10 @@ impl RoutePolicy {
     /// reads the user's id from the request (a verified token's subject, a
     /// session id) and it becomes part of the key; `None` passes the
     /// request through uncached. Such responses are sent with
-    /// `Cache-Control: private, max-age=…` and without tags, so no shared
-    /// cache downstream keeps them. Requests without credentials still
-    /// share one entry.
+    /// `Cache-Control: private, max-age=…` (also with
+    /// [`cache_control(false)`](Self::cache_control)) and without tags, so
+    /// no shared cache downstream keeps them. Requests without credentials
+    /// still share one entry.
     ///
     /// Without it (the default), requests carrying `Authorization` or
     /// `Cookie` are never looked up or stored.
@@ -187,7 +188,8 @@ impl RoutePolicy {
     /// (default `true`): `public, max-age=<ttl>` plus `s-maxage` and
     /// `stale-while-revalidate` when set, or `private, max-age=<ttl>` for
     /// per-user entries. With `false`, the handler's own `Cache-Control` is
-    /// stored and sent.
+    /// stored and sent, except on per-user entries, which are always sent
+    /// `private`.
     #[must_use]
     pub fn cache_control(mut self, enabled: bool) -> Self {
         self.cache_control = enabled;

@@ -341,3 +341,39 @@ async fn a_stale_hit_starts_one_refresh_per_key() {
     let (method, _, _) = recorder.last();
     assert_eq!(method, Method::GET);
 }
+
+#[tokio::test]
+async fn per_user_answers_are_private_even_when_the_route_emits_no_cache_control() {
+    let service = service_fn(|_req: Req| async {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"mine")));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=600"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let policy = policy()
+        .cache_control(false)
+        .per_user(|parts| Some(parts.headers.get(header::COOKIE)?.to_str().ok()?.to_owned()));
+    let service = CacheService::new(service, cache(), policy);
+    let request = || {
+        Request::get("/me")
+            .header(header::COOKIE, "session=7")
+            .body(Full::default())
+            .unwrap()
+    };
+    for expected in ["MISS", "HIT-L1"] {
+        let response = service.clone().oneshot(request()).await.unwrap();
+        assert_eq!(response.headers()["x-cache"], expected);
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "private, max-age=60"
+        );
+    }
+    let anonymous = service.oneshot(get("/me")).await.unwrap();
+    assert_eq!(
+        anonymous.headers()[header::CACHE_CONTROL],
+        "public, max-age=600",
+        "the handler's own header on shared entries"
+    );
+}
