@@ -109,7 +109,7 @@ impl<C: Codec, T: Serialize + DeserializeOwned> Encoding<C, T> for ViaCodec {
 
 /// Where [`Cache::lookup_with`] found a value.
 #[derive(Debug)]
-#[allow(dead_code)] // the HTTP layer's
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP layer's
 pub(crate) enum Found<T> {
     /// Fresh in L1.
     L1(T),
@@ -636,7 +636,7 @@ impl<C: Codec> Cache<C> {
     /// # Errors
     ///
     /// In strict mode, [`Error::L2`] when Redis fails.
-    #[allow(dead_code)] // the HTTP layer's
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP layer's
     pub(crate) async fn lookup_with<T, E>(
         &self,
         key: &str,
@@ -673,7 +673,7 @@ impl<C: Codec> Cache<C> {
 
     /// What a value about to be produced must be stored with, so that an
     /// invalidation while it is produced keeps it out of the cache.
-    #[allow(dead_code)] // the HTTP layer's
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP layer's
     pub(crate) fn load_token(&self) -> LoadToken {
         self.inner.generations.token()
     }
@@ -686,7 +686,7 @@ impl<C: Codec> Cache<C> {
     ///
     /// [`Error::Codec`] when the value cannot be encoded; in strict mode,
     /// [`Error::L2`] when Redis fails.
-    #[allow(dead_code)] // the HTTP layer's
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP layer's
     pub(crate) async fn store_with<T, E>(
         &self,
         key: &str,

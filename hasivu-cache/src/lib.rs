@@ -58,6 +58,7 @@
 //! | --- | --- | --- |
 //! | `redis` | yes | the Redis L2, its circuit breaker and the distributed lock |
 //! | `cluster` | no | Redis Cluster as L2 ([`CacheBuilder::redis_cluster`]) |
+//! | `http` | no | the tower HTTP response cache layer (`CacheLayer`, module `http`) |
 //!
 //! # Invalidation
 //!
@@ -163,6 +164,9 @@ mod codec;
 mod duration;
 mod error;
 mod generations;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod invalidation;
 #[cfg(feature = "redis")]
 mod keys;
@@ -177,6 +181,8 @@ mod options;
 mod pattern;
 mod stats;
 
+#[cfg(feature = "http")]
+pub use crate::http::{CacheLayer, CacheService, CacheStatus, RoutePolicy};
 pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, WarmReport};
 pub use codec::{Codec, JsonCodec};
