@@ -44,7 +44,7 @@ pub(crate) struct Plan {
 pub(crate) async fn handle<S, C, ReqBody, B>(
     shared: Arc<Shared<C>>,
     plan: Plan,
-    mut service: S,
+    service: S,
     req: Request<ReqBody>,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
@@ -89,7 +89,28 @@ where
         }
     }
 
-    // A miss: the service answers a plain GET for the normalised URI.
+    // The miss path lives in a future of its own, boxed only when taken,
+    // so a hit moves and allocates a small future.
+    Box::pin(miss(shared, plan, service, req)).await
+}
+
+/// A miss: the service answers a plain GET for the normalised URI.
+async fn miss<S, C, ReqBody, B>(
+    shared: Arc<Shared<C>>,
+    plan: Plan,
+    mut service: S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<B>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    C: Codec,
+    ReqBody: Default + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let route = &shared.routes[plan.route];
     let token = shared.cache.load_token();
     let if_none_match_lines: Vec<HeaderValue> = req
         .headers()
@@ -318,6 +339,10 @@ where
     }
     // The bytes are exactly what is served, encoded or not: a strong tag
     // fits them, and a weak one from an inner layer is replaced.
+    // Stored once, instead of formatted on every hit.
+    if parts.status != StatusCode::NO_CONTENT && !parts.status.is_informational() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+    }
     if !parts
         .headers
         .get(header::ETAG)
@@ -485,7 +510,11 @@ fn serve<C, B: Body>(
     now: u64,
     not_modified: bool,
 ) -> Response<CacheBody<B>> {
-    let mut headers = stored.headers.clone();
+    // Room for what is added below, so no insert regrows the map.
+    let mut headers = HeaderMap::with_capacity(stored.headers.len() + 7);
+    for (name, value) in &stored.headers {
+        headers.append(name.clone(), value.clone());
+    }
     // A per-user answer is marked private whatever the route emits, so no
     // shared cache downstream keeps one user's answer for another.
     if plan.per_user {
@@ -503,7 +532,7 @@ fn serve<C, B: Body>(
     }
     headers.insert(X_CACHE, status.header_value());
     if status != CacheStatus::Miss {
-        headers.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
+        headers.insert(header::AGE, age_value(stored.age_ms(now) / 1000));
     }
     let not_modified = not_modified && stored.status.is_success();
     let mut response = if not_modified {
@@ -519,7 +548,10 @@ fn serve<C, B: Body>(
         shared.metrics.not_modified.increment(1);
         response
     } else {
-        if stored.status != StatusCode::NO_CONTENT && !stored.status.is_informational() {
+        if stored.status != StatusCode::NO_CONTENT
+            && !stored.status.is_informational()
+            && !headers.contains_key(header::CONTENT_LENGTH)
+        {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
         }
         let body = if plan.head {
@@ -535,6 +567,18 @@ fn serve<C, B: Body>(
     response.extensions_mut().insert(status);
     shared.metrics.response(status);
     response
+}
+
+/// The `Age` value: formatted once per second of age up to an hour, then
+/// shared by every hit.
+fn age_value(seconds: u64) -> HeaderValue {
+    static AGES: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    let ages = AGES.get_or_init(|| (0..=3600_u64).map(HeaderValue::from).collect());
+    usize::try_from(seconds)
+        .ok()
+        .and_then(|s| ages.get(s))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(seconds))
 }
 
 /// Refreshes a stale entry in a task of its own: one refresh per key at a
