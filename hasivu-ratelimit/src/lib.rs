@@ -34,11 +34,24 @@
 //! ([`LoadControl`], [`CompositeLoad`], [`InFlight`], [`ErrorRate`],
 //! [`Hysteresis`]) and the [`LocalStore`]. The Redis store, the tower layer
 //! and the abuse shield are being built.
+//!
+//! With the `redis` feature: the shared `RedisStore` (sliding-window counter
+//! or sliding log, fail policies with a timeout and a circuit breaker,
+//! optional token leases) and the `RedisMemory` load signal.
+//!
+//! # Feature flags
+//!
+//! | Feature | Default | Enables |
+//! |---|---|---|
+//! | `redis` | no | `RedisStore`, `LeaseConfig`, `RedisMemory` and the crate's `Error` |
+//! | `cluster` | no | Redis Cluster for the Redis store (`RedisStore::cluster`); implies `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client_ip;
 mod decision;
 mod duration;
+#[cfg(feature = "redis")]
+mod error;
 mod gcra;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -51,10 +64,19 @@ mod store;
 
 pub use client_ip::{Cidr, CidrError, TrustedProxies, ip_key};
 pub use decision::{Decision, Source, Verdict};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use error::Error;
 pub use limiter::{Limiter, LimiterBuilder, Request};
 pub use load::{
     CompositeLoad, ErrorRate, Hysteresis, InFlight, InFlightGuard, LoadControl, LoadSignal,
 };
 pub use policy::{Policies, Policy, Tiers};
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::{
+    Algorithm, FailPolicy, LeaseConfig, RedisMemory, RedisMemoryBuilder, RedisStore,
+    RedisStoreBuilder,
+};
 pub use store::{LocalStore, LocalStoreBuilder, Store, StoreKey};

@@ -1,10 +1,20 @@
 //! Where the counting happens: in process ([`LocalStore`]) or in Redis.
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod local;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 
 pub use local::{LocalStore, LocalStoreBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{
+    Algorithm, FailPolicy, LeaseConfig, RedisMemory, RedisMemoryBuilder, RedisStore,
+    RedisStoreBuilder,
+};
 
 use crate::{Quota, Source, Verdict};
 
