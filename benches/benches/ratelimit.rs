@@ -1,5 +1,7 @@
-//! hasivu-ratelimit vs governor: the local keyed check (policy, tier and
-//! load lookup included) over 10 000 keys, and the bytes a key costs.
+//! hasivu-ratelimit vs governor and raw Redis: the local keyed check
+//! (policy, tier and load lookup included) over 10 000 keys, the bytes a
+//! key costs, the Redis check against a raw `SET` round trip with 1 and 50
+//! concurrent callers, and the Redis calls leases save.
 //!
 //! Run with `cargo bench -p hasivu-benches --bench ratelimit`; the ratio
 //! table is printed at the end.
@@ -9,7 +11,8 @@ use std::{num::NonZeroU32, time::Duration};
 use criterion::Criterion;
 use hasivu_benches::{Row, criterion, criterion_dir, print_report};
 use hasivu_ratelimit::{
-    Hysteresis, Limiter, LoadControl, LocalStore, Policies, Policy, Quota, Request, StoreKey, Tiers,
+    Hysteresis, LeaseConfig, Limiter, LoadControl, LocalStore, Policies, Policy, Quota, RedisStore,
+    Request, Store, StoreKey, Tiers,
 };
 
 const KEYS: usize = 10_000;
@@ -71,6 +74,229 @@ fn local_check(c: &mut Criterion, rows: &mut Vec<Row>) {
     });
 }
 
+/// The Redis store's check (one EVALSHA of the sliding-window counter,
+/// reading `TIME`) against a raw `SET` through a `ConnectionManager`, one
+/// caller at a time and 50 at once.
+fn redis_check(c: &mut Criterion, rows: &mut Vec<Row>) {
+    let redis = hasivu_testkit::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let quota = Quota::per_second(1_000_000_000);
+    let store = runtime.block_on(async {
+        RedisStore::builder(redis.url())
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    });
+    let raw = runtime.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        redis::aio::ConnectionManager::new(client).await.unwrap()
+    });
+    let key = StoreKey {
+        policy: "general",
+        key: "198.51.100.7",
+    };
+    // Warm the script cache and the connection.
+    runtime.block_on(async {
+        assert!(store.check(key, &quota, 1).await.0.allowed);
+    });
+    let mut group = c.benchmark_group("ratelimit-redis-1-caller");
+    group.bench_function("hasivu", |b| {
+        b.iter(|| runtime.block_on(store.check(key, &quota, 1)).0.allowed)
+    });
+    group.bench_function("redis-set", |b| {
+        let mut conn = raw.clone();
+        b.iter(|| {
+            runtime.block_on(async {
+                redis::cmd("SET")
+                    .arg("bench:set")
+                    .arg("1")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .unwrap();
+            })
+        })
+    });
+    group.finish();
+    rows.push(Row {
+        group: "ratelimit-redis-1-caller".into(),
+        ours: "hasivu".into(),
+        theirs: "redis-set".into(),
+        note: "one check (EVALSHA of the sliding-window counter) vs one raw `SET`, same connection kind".into(),
+    });
+
+    const CALLERS: u64 = 50;
+    let mut group = c.benchmark_group("ratelimit-redis-50-callers");
+    group.bench_function("hasivu", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(CALLERS).max(1);
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|t| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            let key = format!("198.51.100.{t}");
+                            for _ in 0..per_task {
+                                let key = StoreKey {
+                                    policy: "general",
+                                    key: &key,
+                                };
+                                store.check(key, &quota, 1).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                per_op(started.elapsed(), iters, CALLERS * per_task)
+            })
+        })
+    });
+    let leased = runtime.block_on(async {
+        RedisStore::builder(redis.url())
+            .prefix("leased:")
+            .timeout(Duration::from_secs(1))
+            .leases(LeaseConfig::new(10))
+            .build()
+            .unwrap()
+    });
+    group.bench_function("hasivu-leases-10", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(CALLERS).max(1);
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|t| {
+                        let store = leased.clone();
+                        tokio::spawn(async move {
+                            let key = format!("198.51.100.{t}");
+                            for _ in 0..per_task {
+                                let key = StoreKey {
+                                    policy: "general",
+                                    key: &key,
+                                };
+                                store.check(key, &quota, 1).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                per_op(started.elapsed(), iters, CALLERS * per_task)
+            })
+        })
+    });
+    group.bench_function("redis-set", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(CALLERS).max(1);
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|t| {
+                        let mut conn = raw.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_task {
+                                redis::cmd("SET")
+                                    .arg(format!("bench:set:{t}"))
+                                    .arg("1")
+                                    .query_async::<()>(&mut conn)
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                per_op(started.elapsed(), iters, CALLERS * per_task)
+            })
+        })
+    });
+    group.finish();
+    rows.push(Row {
+        group: "ratelimit-redis-50-callers".into(),
+        ours: "hasivu".into(),
+        theirs: "redis-set".into(),
+        note: "time per operation with 50 concurrent tasks on one multiplexed connection (inverse throughput); ratio = our throughput / SET's".into(),
+    });
+    rows.push(Row {
+        group: "ratelimit-redis-50-callers".into(),
+        ours: "hasivu-leases-10".into(),
+        theirs: "redis-set".into(),
+        note: "the same with token leases of 10 units (one script call per 10 checks; overshoot bound: limit + instances × 9 per window)".into(),
+    });
+}
+
+/// What `iters` operations cost when `done` took `elapsed`.
+fn per_op(elapsed: Duration, iters: u64, done: u64) -> Duration {
+    Duration::from_secs_f64(elapsed.as_secs_f64() * iters as f64 / done as f64)
+}
+
+/// Redis calls per 1000 checks with and without leases (batch 10), read
+/// from `INFO commandstats`.
+fn lease_calls() -> String {
+    let redis = hasivu_testkit::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut calls = async || {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            info.lines()
+                .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        };
+        let quota = Quota::per_second(1_000_000);
+        let mut report = Vec::new();
+        for (label, leases) in [
+            ("without leases", None),
+            ("with leases (batch 10)", Some(LeaseConfig::new(10))),
+        ] {
+            let mut builder = RedisStore::builder(redis.url()).prefix(format!("{}:", label.len()));
+            if let Some(leases) = leases {
+                builder = builder.leases(leases);
+            }
+            let store = builder.build().unwrap();
+            let key = StoreKey {
+                policy: "general",
+                key: "198.51.100.9",
+            };
+            store.check(key, &quota, 1).await;
+            let before = calls().await;
+            for _ in 0..1000 {
+                store.check(key, &quota, 1).await;
+            }
+            report.push(format!("{label}: {}", calls().await - before));
+        }
+        format!(
+            "Redis script calls per 1000 checks of one key: {}",
+            report.join(", ")
+        )
+    })
+}
+
 /// Resident memory growth for one million keys, in bytes per key.
 fn bytes_per_key() -> String {
     fn rss() -> Option<u64> {
@@ -122,6 +348,7 @@ fn main() {
     let mut c = criterion(env!("CARGO_TARGET_TMPDIR"));
     let mut rows = Vec::new();
     local_check(&mut c, &mut rows);
+    redis_check(&mut c, &mut rows);
     c.final_summary();
     print_report(
         "hasivu-ratelimit (speed ratio = anchor time / hasivu time)",
@@ -129,4 +356,5 @@ fn main() {
         &rows,
     );
     println!("\n{}", bytes_per_key());
+    println!("\n{}", lease_calls());
 }
