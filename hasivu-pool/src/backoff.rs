@@ -5,7 +5,13 @@ use std::time::Duration;
 /// `base · 2^attempt`, capped at `max`, then shortened by up to `jitter`
 /// (a share between 0 and 1) so that many pools do not retry in step.
 /// `random` is a number in `0.0..1.0`.
-pub(crate) fn delay(base: Duration, max: Duration, attempt: u32, jitter: f64, random: f64) -> Duration {
+pub(crate) fn delay(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    jitter: f64,
+    random: f64,
+) -> Duration {
     let exp = base.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
     let capped = exp.min(max);
     capped.mul_f64(1.0 - jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))

@@ -50,6 +50,15 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     from_raw(Raw::deserialize(d)?).map_err(de::Error::custom)
 }
 
+pub(crate) fn deserialize_option<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    Option::<Raw>::deserialize(d)?
+        .map(from_raw)
+        .transpose()
+        .map_err(de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,5 +25,32 @@
 //!
 //! # Status
 //!
-//! The API is being built; see the repository's README for what has landed.
+//! Available: [`Pool`] with [`PoolConfig`], [`Manager`], [`Pooled`],
+//! [`PoolStatus`] and [`Pool::drain`]. The keyed pool manager and the
+//! adapters are being built.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod config;
+mod duration;
+mod error;
+mod manager;
+mod pool;
+mod status;
+
+pub use config::PoolConfig;
+pub use error::PoolError;
+pub use manager::Manager;
+pub use pool::{Pool, PoolBuilder, Pooled};
+pub use status::{Closes, PoolStatus, WaitSummary};
+
+/// What [`Pool::drain`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// Idle connections destroyed at once.
+    pub destroyed_idle: usize,
+    /// Connections still checked out when the deadline passed (0: all came
+    /// back and were destroyed).
+    pub still_checked_out: usize,
+}

@@ -55,3 +55,28 @@ pub trait Manager: Send + Sync + 'static {
         false
     }
 }
+
+/// A shared manager is a manager (handy to keep a handle on it).
+impl<M: Manager> Manager for std::sync::Arc<M> {
+    type Connection = M::Connection;
+    type Error = M::Error;
+
+    fn create(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send {
+        (**self).create()
+    }
+
+    fn validate(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).validate(conn)
+    }
+
+    fn destroy(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
+        (**self).destroy(conn)
+    }
+
+    fn is_broken(&self, conn: &Self::Connection) -> bool {
+        (**self).is_broken(conn)
+    }
+}

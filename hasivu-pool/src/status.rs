@@ -76,7 +76,7 @@ pub struct PoolStatus {
 const BUCKETS: usize = 40;
 
 /// Counters shared by the pool's operations.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) creates: AtomicU64,
     pub(crate) create_failures: AtomicU64,
@@ -108,6 +108,23 @@ impl CloseReason {
             CloseReason::Uses => "uses",
             CloseReason::Broken => "broken",
             CloseReason::Drain => "drain",
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            creates: AtomicU64::new(0),
+            create_failures: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            close_lifetime: AtomicU64::new(0),
+            close_idle: AtomicU64::new(0),
+            close_uses: AtomicU64::new(0),
+            close_broken: AtomicU64::new(0),
+            close_drain: AtomicU64::new(0),
+            waits: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_wait_nanos: AtomicU64::new(0),
         }
     }
 }

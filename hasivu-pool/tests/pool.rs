@@ -1,0 +1,382 @@
+//! The pool's rules with a counting manager: limits, fairness,
+//! cancellation, retirement, refilling, backoff, the breaker and draining.
+//! Time-dependent rules run on tokio's paused clock.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hasivu_pool::{Manager, Pool, PoolConfig, PoolError};
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection refused (attempt {0})")]
+struct Refused(u32);
+
+/// Connections are numbers; counts what is alive and how often creation
+/// was tried.
+#[derive(Default)]
+struct Counting {
+    next: AtomicU32,
+    live: AtomicUsize,
+    most_live: AtomicUsize,
+    attempts: AtomicU32,
+    failing: AtomicBool,
+    create_delay_ms: AtomicU32,
+    destroyed: AtomicUsize,
+}
+
+impl Manager for Counting {
+    type Connection = u32;
+    type Error = Refused;
+
+    async fn create(&self) -> Result<u32, Refused> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = self.create_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Refused(attempt));
+        }
+        let live = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_live.fetch_max(live, Ordering::SeqCst);
+        Ok(self.next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    async fn validate(&self, _conn: &mut u32) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    async fn destroy(&self, _conn: u32) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.destroyed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn pool(config: PoolConfig) -> (Pool<Arc<Counting>>, Arc<Counting>) {
+    let manager = Arc::new(Counting::default());
+    let pool = Pool::builder(Arc::clone(&manager))
+        .name("test")
+        .config(config)
+        .build();
+    (pool, manager)
+}
+
+fn quiet() -> PoolConfig {
+    PoolConfig::default().min_idle(0).leak_threshold(None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_acquirers_never_exceed_the_maximum_and_all_are_served() {
+    let (pool, manager) = pool(quiet().max_size(8).acquire_timeout(Duration::from_secs(30)));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let conn = pool.get().await.expect("served");
+                tokio::task::yield_now().await;
+                drop(conn);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(manager.most_live.load(Ordering::SeqCst) <= 8);
+    let status = pool.status();
+    assert!(status.size <= 8);
+    assert_eq!(status.in_use, 0);
+    assert_eq!(status.wait.count, 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_first_in_first_out() {
+    let (pool, _) = pool(quiet().max_size(1));
+    let held = pool.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let pool = pool.clone();
+        let order = Arc::clone(&order);
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.get().await.unwrap();
+            order.lock().unwrap().push(i);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(conn);
+        }));
+        // Let each one queue before the next.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(held);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_acquire_leaks_nothing() {
+    let (pool, manager) = pool(quiet().max_size(1));
+    let held = pool.get().await.unwrap();
+    // A waiter that gives up before the connection comes back.
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    waiting.abort();
+    let _ = waiting.await;
+    drop(held);
+    // The connection is free for the next caller at once.
+    let again = tokio::time::timeout(Duration::from_millis(10), pool.get()).await;
+    assert!(again.is_ok(), "the returned connection was not lost");
+    drop(again);
+    // A creation cancelled half-way gives its slot back.
+    manager.create_delay_ms.store(50, Ordering::SeqCst);
+    let (pool, manager) = self::pool(quiet().max_size(1));
+    manager.create_delay_ms.store(50, Ordering::SeqCst);
+    let creating = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    creating.abort();
+    let _ = creating.await;
+    assert_eq!(pool.status().size, 0);
+    manager.create_delay_ms.store(0, Ordering::SeqCst);
+    assert!(pool.get().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_to_a_waiter_that_left_goes_to_the_next() {
+    let (pool, _) = pool(quiet().max_size(1));
+    let held = pool.get().await.unwrap();
+    let gone = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| *c) })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    gone.abort();
+    let _ = gone.await;
+    drop(held);
+    assert_eq!(next.await.unwrap().unwrap(), 0);
+    assert_eq!(pool.status().in_use, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_are_recycled_after_max_uses() {
+    let (pool, manager) = pool(quiet().max_size(1).max_uses(3));
+    for _ in 0..3 {
+        assert_eq!(*pool.get().await.unwrap(), 0);
+    }
+    assert_eq!(*pool.get().await.unwrap(), 1, "a fresh one after 3 uses");
+    tokio::task::yield_now().await;
+    assert_eq!(manager.destroyed.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.status().closes.uses, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_and_lifetime_are_reaped_but_min_idle_is_kept() {
+    let (pool, manager) = pool(
+        PoolConfig::default()
+            .max_size(4)
+            .min_idle(1)
+            .idle_timeout(Duration::from_secs(60))
+            .max_lifetime(Duration::from_secs(600))
+            .lifetime_jitter(0.0)
+            .reap_interval(Duration::from_secs(10))
+            .leak_threshold(None),
+    );
+    let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(held);
+    assert_eq!(pool.status().idle, 4);
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let status = pool.status();
+    assert_eq!(status.idle, 1, "idle beyond min_idle retired: {status:?}");
+    assert_eq!(status.closes.idle, 3);
+    // Past the lifetime even the min_idle one goes, and is replaced.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let status = pool.status();
+    assert_eq!(status.closes.lifetime, 1, "{status:?}");
+    assert_eq!(status.idle, 1, "refilled to min_idle");
+    assert!(manager.next.load(Ordering::SeqCst) >= 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_idle_is_filled_in_the_background() {
+    let (pool, _) = pool(
+        PoolConfig::default()
+            .max_size(5)
+            .min_idle(3)
+            .leak_threshold(None),
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.status().idle, 3);
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let status = pool.status();
+    assert_eq!(status.idle, 3, "refilled while two are in use: {status:?}");
+    assert_eq!(status.size, 5);
+    drop((a, b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_backend_down_callers_get_its_error_fast_and_the_breaker_opens() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(4)
+            .breaker_threshold(3)
+            .retry_initial(Duration::from_millis(200)),
+    );
+    manager.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        match pool.get().await {
+            Err(PoolError::Backend(error)) => {
+                assert!(error.to_string().contains("connection refused"));
+            }
+            other => panic!("expected the backend's error: {other:?}"),
+        }
+    }
+    // Open: refused at once, with the last error, without calling create.
+    let attempts = manager.attempts.load(Ordering::SeqCst);
+    match pool.get().await {
+        Err(PoolError::Unavailable {
+            last_error: Some(error),
+            retry_in,
+        }) => {
+            assert!(error.to_string().contains("connection refused"));
+            assert!(retry_in <= Duration::from_millis(800));
+        }
+        other => panic!("expected the open breaker: {other:?}"),
+    }
+    assert_eq!(manager.attempts.load(Ordering::SeqCst), attempts);
+    assert!(pool.status().breaker_open);
+    // The backend comes back: the next probe closes the breaker.
+    manager.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(pool.get().await.is_ok());
+    assert!(!pool.status().breaker_open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_retries_back_off_exponentially() {
+    let (pool, manager) = pool(
+        PoolConfig::default()
+            .max_size(2)
+            .min_idle(1)
+            .breaker_threshold(0)
+            .retry_initial(Duration::from_millis(200))
+            .retry_max(Duration::from_secs(5))
+            .leak_threshold(None),
+    );
+    manager.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // 200 ms doubling (shortened by up to 20 % jitter) to 5 s: about 8
+    // attempts in 10 s, not hundreds.
+    let attempts = manager.attempts.load(Ordering::SeqCst);
+    assert!((5..=14).contains(&attempts), "{attempts}");
+    manager.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(pool.status().idle, 1, "healed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_pool_times_out_naming_the_last_backend_error() {
+    let (pool, _) = pool(
+        quiet()
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(100)),
+    );
+    let _held = pool.get().await.unwrap();
+    match pool.get().await {
+        Err(PoolError::Timeout { waited, last_error }) => {
+            assert!(waited >= Duration::from_millis(100));
+            assert!(last_error.is_none(), "a full pool, not a dead backend");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.status().timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_refuses_wakes_waits_and_destroys() {
+    let (pool, manager) = pool(quiet().max_size(2));
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(b); // handed straight to the waiter, who drops it: idle
+    assert!(waiter.await.unwrap().is_ok());
+    assert_eq!(pool.status().idle, 1);
+    let waiter = {
+        let pool = pool.clone();
+        let held = pool.get().await.unwrap();
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(|_| ()) }
+        });
+        (held, waiting)
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let draining = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.drain(Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Waiters are woken with `Closed`, new acquires refused.
+    let (held, waiting) = waiter;
+    assert!(matches!(waiting.await.unwrap(), Err(PoolError::Closed)));
+    assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    // Checked-out connections are awaited, then destroyed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!draining.is_finished());
+    drop(held);
+    drop(a);
+    let report = draining.await.unwrap();
+    assert_eq!(report.destroyed_idle, 0);
+    assert_eq!(report.still_checked_out, 0);
+    tokio::task::yield_now().await;
+    assert_eq!(manager.live.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.status().closes.drain, 2);
+
+    // Idle connections are destroyed at once.
+    let (pool, manager) = self::pool(quiet().max_size(1));
+    drop(pool.get().await.unwrap());
+    let report = pool.drain(Duration::from_secs(1)).await;
+    assert_eq!(report.destroyed_idle, 1);
+    assert_eq!(manager.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_gives_up_at_its_deadline() {
+    let (pool, _) = pool(quiet().max_size(1));
+    let held = pool.get().await.unwrap();
+    let report = pool.drain(Duration::from_secs(2)).await;
+    assert_eq!(report.still_checked_out, 1);
+    drop(held);
+    assert_eq!(pool.status().size, 0, "destroyed once it came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_connections_are_not_reused() {
+    let (pool, manager) = pool(quiet().max_size(1));
+    let mut conn = pool.get().await.unwrap();
+    conn.mark_broken();
+    drop(conn);
+    assert_eq!(*pool.get().await.unwrap(), 1);
+    tokio::task::yield_now().await;
+    assert_eq!(manager.destroyed.load(Ordering::SeqCst), 1);
+}
