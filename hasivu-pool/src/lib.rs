@@ -26,8 +26,8 @@
 //! # Status
 //!
 //! Available: [`Pool`] with [`PoolConfig`], [`Manager`], [`Pooled`],
-//! [`PoolStatus`] and [`Pool::drain`]. The keyed pool manager and the
-//! adapters are being built.
+//! [`PoolStatus`] and [`Pool::drain`]; [`PoolManager`]. The adapters are
+//! being built.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
@@ -36,12 +36,14 @@ mod duration;
 mod error;
 mod manager;
 mod pool;
+mod registry;
 mod status;
 
 pub use config::PoolConfig;
 pub use error::PoolError;
 pub use manager::Manager;
 pub use pool::{Pool, PoolBuilder, Pooled};
+pub use registry::{PoolEntry, PoolManager};
 pub use status::{Closes, PoolStatus, WaitSummary};
 
 /// What [`Pool::drain`] did.

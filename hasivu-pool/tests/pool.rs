@@ -380,3 +380,83 @@ async fn broken_connections_are_not_reused() {
     tokio::task::yield_now().await;
     assert_eq!(manager.destroyed.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_backend_does_not_starve_another_pool() {
+    let pools = hasivu_pool::PoolManager::new()
+        .kind("database", quiet().max_size(2))
+        .kind("redis", quiet().max_size(2).breaker_threshold(2));
+    let redis = Arc::new(Counting::default());
+    redis.failing.store(true, Ordering::SeqCst);
+    let redis_pool = pools.pool("redis", "cache", Arc::clone(&redis));
+    let db_pool = pools.pool("database", "hasivu", Arc::new(Counting::default()));
+    for _ in 0..5 {
+        assert!(redis_pool.get().await.is_err());
+    }
+    assert!(redis_pool.status().breaker_open);
+    // The database pool is its own: served at once.
+    let conn = tokio::time::timeout(Duration::from_millis(1), db_pool.get()).await;
+    assert!(conn.unwrap().is_ok());
+    let status = pools.status();
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[0].kind, "database");
+    assert_eq!(status[1].status.create_failures, 2);
+    assert!(pools.get::<Arc<Counting>>("redis", "cache").is_some());
+    let reports = pools.drain(Duration::from_secs(1)).await;
+    assert_eq!(reports.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_held_too_long_is_reported_with_its_acquire_site() {
+    let (pool, _) = pool(
+        PoolConfig::default()
+            .min_idle(0)
+            .reap_interval(Duration::from_secs(1))
+            .leak_threshold(Some(Duration::from_secs(5))),
+    );
+    let held = pool.get().await.unwrap();
+    let logs = tracing_capture::capture(async {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+    })
+    .await;
+    assert!(
+        logs.contains("connection held longer than the leak threshold"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("tests/pool.rs"),
+        "names the acquire site: {logs}"
+    );
+    drop(held);
+}
+
+/// Collects the tracing output of a future as text.
+mod tracing_capture {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub(super) async fn capture(future: impl std::future::Future<Output = ()>) -> String {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let dispatch = tracing::Dispatch::new(subscriber);
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        future.await;
+        String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned()
+    }
+}
