@@ -283,6 +283,8 @@ impl<M: Manager> Shared<M> {
         let deadline = started + self.config.acquire_timeout;
         loop {
             enum Step<M: Manager> {
+                /// Checked out under the lock already: no validation due.
+                Ready(Conn<M::Connection>),
                 Idle(Conn<M::Connection>),
                 Create,
                 Wait(u64, tokio::sync::oneshot::Receiver<Handoff<M>>),
@@ -313,6 +315,23 @@ impl<M: Manager> Shared<M> {
                     self.changed.notify_one();
                 }
                 match found {
+                    Some(conn)
+                        if now.saturating_duration_since(conn.idle_since)
+                            < self.config.validate_after =>
+                    {
+                        // The fast path: one lock, one clock read.
+                        if self.config.leak_threshold.is_some() {
+                            state.checked_out.insert(
+                                conn.id,
+                                Checkout {
+                                    site,
+                                    since: now,
+                                    warned: false,
+                                },
+                            );
+                        }
+                        Step::Ready(conn)
+                    }
                     Some(conn) => Step::Idle(conn),
                     None if state.size < self.config.max_size => match state.admit(now) {
                         Admit::Yes | Admit::Probe => {
@@ -337,8 +356,17 @@ impl<M: Manager> Shared<M> {
                     }
                 }
             };
-            self.retire_all(expired, CloseReason::Lifetime);
+            if !expired.is_empty() {
+                self.retire_all(expired, CloseReason::Lifetime);
+            }
             match step {
+                Step::Ready(mut conn) => {
+                    conn.uses = conn.uses.saturating_add(1);
+                    let waited = now - started;
+                    self.counters.wait(waited);
+                    self.metrics.wait.record(waited.as_secs_f64());
+                    return Ok(Pooled::new(conn, Arc::clone(self)));
+                }
                 Step::Idle(mut conn) => {
                     if conn.idle_since.elapsed() >= self.config.validate_after
                         && !self.validate(&mut conn).await
