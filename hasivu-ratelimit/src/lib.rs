@@ -28,21 +28,42 @@
 //! limited stays locked out, and its regex "SQL injection" check flags
 //! harmless text such as "Select your plan"; this crate fixes both.
 //!
-//! # Status
+//! ```
+//! use hasivu_ratelimit::{Limiter, Policies, Tiers, http::RateLimitLayer};
 //!
-//! Available: [`Limiter`] with [`Policies`], [`Tiers`], load adaptation
-//! ([`LoadControl`], [`CompositeLoad`], [`InFlight`], [`ErrorRate`],
-//! [`Hysteresis`]) and the [`LocalStore`]. The Redis store, the tower layer
-//! and the abuse shield are being built.
+//! // The report's policies (general 1000 per 15 min, login and payments
+//! // stricter) and tiers (free ×1, premium ×3, admin ×10), counted in
+//! // process; see `RedisStore` (feature `redis`) to share them.
+//! let limiter = Limiter::builder()
+//!     .policies(Policies::report_defaults())
+//!     .tiers(Tiers::report_defaults())
+//!     .build();
+//! let layer = RateLimitLayer::new(limiter); // 429 + RateLimit headers
+//! # let _ = layer;
+//! ```
 //!
-//! With the `redis` feature: the shared `RedisStore` (sliding-window counter
-//! or sliding log, fail policies with a timeout and a circuit breaker,
-//! optional token leases) and the `RedisMemory` load signal.
+//! # What is here
+//!
+//! - [`Limiter`]: route [`Policies`] and [`Tiers`] resolved into a
+//!   [`Quota`], scaled by [`LoadControl`] (a [`LoadSignal`] such as
+//!   [`CompositeLoad`] of [`InFlight`], [`ErrorRate`] and `RedisMemory`,
+//!   with [`Hysteresis`]), checked in a [`Store`]; callable without HTTP
+//!   ([`Limiter::check`]).
+//! - [`LocalStore`]: GCRA in process, one `u64` per key, bounded.
+//! - `RedisStore` (feature `redis`): one atomic Lua script per check
+//!   (sliding-window counter or sliding log, Redis `TIME`, rejections not
+//!   counted), fail policies with a timeout and a circuit breaker, optional
+//!   token leases.
+//! - [`http::RateLimitLayer`] (feature `tower`, default): 429 or 503
+//!   problem+json with draft-10 `RateLimit-Policy`/`RateLimit` fields and
+//!   `Retry-After`, key extractors with trusted-proxy client IPs.
 //!
 //! # Feature flags
 //!
 //! | Feature | Default | Enables |
 //! |---|---|---|
+//! | `tower` | yes | the tower layer (`http` module) |
+//! | `axum` | no | reads the peer from axum's `ConnectInfo<SocketAddr>` |
 //! | `redis` | no | `RedisStore`, `LeaseConfig`, `RedisMemory` and the crate's `Error` |
 //! | `cluster` | no | Redis Cluster for the Redis store (`RedisStore::cluster`); implies `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
