@@ -130,33 +130,6 @@ fn redis_check(c: &mut Criterion, rows: &mut Vec<Row>) {
 
     const CALLERS: u64 = 50;
     let mut group = c.benchmark_group("ratelimit-redis-50-callers");
-    group.bench_function("hasivu", |b| {
-        b.iter_custom(|iters| {
-            let per_task = iters.div_ceil(CALLERS).max(1);
-            runtime.block_on(async {
-                let started = std::time::Instant::now();
-                let tasks: Vec<_> = (0..CALLERS)
-                    .map(|t| {
-                        let store = store.clone();
-                        tokio::spawn(async move {
-                            let key = format!("198.51.100.{t}");
-                            for _ in 0..per_task {
-                                let key = StoreKey {
-                                    policy: "general",
-                                    key: &key,
-                                };
-                                store.check(key, &quota, 1).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                per_op(started.elapsed(), iters, CALLERS * per_task)
-            })
-        })
-    });
     let leased = runtime.block_on(async {
         RedisStore::builder(redis.url())
             .prefix("leased:")
@@ -165,57 +138,37 @@ fn redis_check(c: &mut Criterion, rows: &mut Vec<Row>) {
             .build()
             .unwrap()
     });
-    group.bench_function("hasivu-leases-10", |b| {
-        b.iter_custom(|iters| {
-            let per_task = iters.div_ceil(CALLERS).max(1);
-            runtime.block_on(async {
-                let started = std::time::Instant::now();
-                let tasks: Vec<_> = (0..CALLERS)
-                    .map(|t| {
-                        let store = leased.clone();
-                        tokio::spawn(async move {
-                            let key = format!("198.51.100.{t}");
-                            for _ in 0..per_task {
-                                let key = StoreKey {
-                                    policy: "general",
-                                    key: &key,
-                                };
-                                store.check(key, &quota, 1).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                per_op(started.elapsed(), iters, CALLERS * per_task)
+    for (name, store) in [("hasivu", &store), ("hasivu-leases-10", &leased)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let store = store.clone();
+                concurrently(&runtime, CALLERS, iters, move |t| {
+                    let store = store.clone();
+                    async move {
+                        let key = format!("198.51.100.{t}");
+                        let key = StoreKey {
+                            policy: "general",
+                            key: &key,
+                        };
+                        store.check(key, &quota, 1).await;
+                    }
+                })
             })
-        })
-    });
+        });
+    }
     group.bench_function("redis-set", |b| {
         b.iter_custom(|iters| {
-            let per_task = iters.div_ceil(CALLERS).max(1);
-            runtime.block_on(async {
-                let started = std::time::Instant::now();
-                let tasks: Vec<_> = (0..CALLERS)
-                    .map(|t| {
-                        let mut conn = raw.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..per_task {
-                                redis::cmd("SET")
-                                    .arg(format!("bench:set:{t}"))
-                                    .arg("1")
-                                    .query_async::<()>(&mut conn)
-                                    .await
-                                    .unwrap();
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
+            let raw = raw.clone();
+            concurrently(&runtime, CALLERS, iters, move |t| {
+                let mut conn = raw.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(format!("bench:set:{t}"))
+                        .arg("1")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .unwrap();
                 }
-                per_op(started.elapsed(), iters, CALLERS * per_task)
             })
         })
     });
@@ -234,9 +187,38 @@ fn redis_check(c: &mut Criterion, rows: &mut Vec<Row>) {
     });
 }
 
-/// What `iters` operations cost when `done` took `elapsed`.
-fn per_op(elapsed: Duration, iters: u64, done: u64) -> Duration {
-    Duration::from_secs_f64(elapsed.as_secs_f64() * iters as f64 / done as f64)
+/// Runs `iters` operations spread over `callers` tasks, each made by
+/// `op(task)`, and returns what `iters` of them cost at that concurrency.
+fn concurrently<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    callers: u64,
+    iters: u64,
+    op: F,
+) -> Duration
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let per_task = iters.div_ceil(callers).max(1);
+    let op = std::sync::Arc::new(op);
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|t| {
+                let op = std::sync::Arc::clone(&op);
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        op(t).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let done = callers * per_task;
+        Duration::from_secs_f64(started.elapsed().as_secs_f64() * iters as f64 / done as f64)
+    })
 }
 
 /// Redis calls per 1000 checks with and without leases (batch 10), read

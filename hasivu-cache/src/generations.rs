@@ -87,12 +87,7 @@ impl Generations {
         let mut map = self.prefixes.write().expect("generations lock");
         let local = self.local_seq.fetch_add(1, Ordering::AcqRel) + 1;
         for prefix in prefixes {
-            let prefix = if map.len() >= MAX_PREFIXES && !map.contains_key(prefix) {
-                ""
-            } else {
-                prefix
-            };
-            let entry = map.entry(prefix.into()).or_default();
+            let entry = bounded_entry(&mut map, prefix);
             entry.shared = if entry.shared == PENDING {
                 self.pending.fetch_sub(1, Ordering::AcqRel);
                 shared
@@ -111,12 +106,7 @@ impl Generations {
         let mut map = self.prefixes.write().expect("generations lock");
         let local = self.local_seq.fetch_add(1, Ordering::AcqRel) + 1;
         for prefix in prefixes {
-            let prefix = if map.len() >= MAX_PREFIXES && !map.contains_key(prefix) {
-                ""
-            } else {
-                prefix
-            };
-            let entry = map.entry(prefix.into()).or_default();
+            let entry = bounded_entry(&mut map, prefix);
             if entry.shared != PENDING {
                 self.pending.fetch_add(1, Ordering::AcqRel);
             }
@@ -185,6 +175,20 @@ impl Generations {
     pub(crate) fn len(&self) -> usize {
         self.prefixes.read().expect("generations lock").len()
     }
+}
+
+/// The entry of `prefix`, or of the empty prefix (which covers every key)
+/// once the map holds [`MAX_PREFIXES`].
+fn bounded_entry<'m>(
+    map: &'m mut HashMap<Box<str>, Generation>,
+    prefix: &str,
+) -> &'m mut Generation {
+    let prefix = if map.len() >= MAX_PREFIXES && !map.contains_key(prefix) {
+        ""
+    } else {
+        prefix
+    };
+    map.entry(prefix.into()).or_default()
 }
 
 /// The generations of every tracked prefix of `key`, the empty one included.

@@ -180,14 +180,7 @@ impl PoolManager {
 
     /// Every pool's status, by type then key.
     pub fn status(&self) -> Vec<PoolEntry> {
-        let pools: Vec<_> = {
-            let registry = self.inner.lock().expect("pool manager lock");
-            registry
-                .pools
-                .iter()
-                .map(|((kind, key), pool)| (kind.clone(), key.clone(), Arc::clone(pool)))
-                .collect()
-        };
+        let pools = self.snapshot();
         pools
             .into_iter()
             .map(|(kind, key, pool)| PoolEntry {
@@ -201,19 +194,22 @@ impl PoolManager {
     /// Drains every pool at once (see [`Pool::drain`]), each with the same
     /// `deadline`.
     pub async fn drain(&self, deadline: Duration) -> Vec<(String, String, DrainReport)> {
-        let pools: Vec<_> = {
-            let registry = self.inner.lock().expect("pool manager lock");
-            registry
-                .pools
-                .iter()
-                .map(|((kind, key), pool)| (kind.clone(), key.clone(), Arc::clone(pool)))
-                .collect()
-        };
+        let pools = self.snapshot();
         let drains = pools.into_iter().map(|(kind, key, pool)| async move {
             let report = pool.drain(deadline).await;
             (kind, key, report)
         });
         futures_util::future::join_all(drains).await
+    }
+
+    /// Every pool with its type and key, taken out of the lock.
+    fn snapshot(&self) -> Vec<(String, String, Arc<dyn AnyPool>)> {
+        let registry = self.inner.lock().expect("pool manager lock");
+        registry
+            .pools
+            .iter()
+            .map(|((kind, key), pool)| (kind.clone(), key.clone(), Arc::clone(pool)))
+            .collect()
     }
 
     /// Waits for `SIGTERM` or ctrl-c, then drains every pool with
