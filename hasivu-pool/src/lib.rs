@@ -26,10 +26,38 @@
 //! # Status
 //!
 //! Available: [`Pool`] with [`PoolConfig`], [`Manager`], [`Pooled`],
-//! [`PoolStatus`] and [`Pool::drain`]; [`PoolManager`]. The adapters are
-//! being built.
+//! [`PoolStatus`] and [`Pool::drain`]; [`PoolManager`]; adapters for
+//! Redis, PostgreSQL, SQLite and HTTP behind features.
+//!
+//! # Feature flags
+//!
+//! None is on by default; each adds one adapter (see the `adapters` module).
+//!
+//! | Feature | Enables |
+//! |---|---|
+//! | `redis` | `RedisManager`: multiplexed Redis connections validated with `PING` |
+//! | `postgres` | `PostgresManager`, `PostgresConnection`: `tokio-postgres` clients validated with an empty query, a per-connection statement cache; `NoTls` or any `MakeTlsConnect` |
+//! | `sqlite` | `SqliteManager`, `SqliteConnection`: `rusqlite` (SQLite compiled in) on `spawn_blocking`, file databases in WAL mode or shared in-memory ones |
+//! | `http` | `HttpManager`, `HttpHandle`: a per-host concurrency limit for a shared `hyper-util` client |
+//! | `full` | all of the above |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(
+    feature = "http",
+    feature = "postgres",
+    feature = "redis",
+    feature = "sqlite"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "http",
+        feature = "postgres",
+        feature = "redis",
+        feature = "sqlite"
+    )))
+)]
+pub mod adapters;
 mod backoff;
 mod config;
 mod duration;
@@ -45,6 +73,19 @@ pub use manager::Manager;
 pub use pool::{Pool, PoolBuilder, Pooled};
 pub use registry::{PoolEntry, PoolManager};
 pub use status::{Closes, PoolStatus, WaitSummary};
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use adapters::http::{HttpError, HttpHandle, HttpManager};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use adapters::postgres::{PostgresConnection, PostgresManager, PostgresManagerError};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use adapters::redis::{RedisManager, RedisManagerError};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use adapters::sqlite::{SqliteConnection, SqliteError, SqliteManager};
 
 /// What [`Pool::drain`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

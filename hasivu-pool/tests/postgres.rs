@@ -1,0 +1,206 @@
+//! The PostgreSQL adapter against a real server: queries through the pool
+//! from many tasks, statements prepared per connection, and an outage in
+//! the middle of a test.
+#![cfg(feature = "postgres")]
+
+use std::time::{Duration, Instant};
+
+use hasivu_pool::{Pool, PoolConfig, PoolError, PostgresManager, PostgresManagerError};
+use hasivu_testkit::PostgresServer;
+
+/// Short timeouts so an outage is seen and healed within a test, and a
+/// long acquire timeout so "fast" cannot mean "timed out".
+fn config() -> PoolConfig {
+    PoolConfig::default()
+        .max_size(3)
+        .min_idle(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .create_timeout(Duration::from_secs(2))
+        .validate_after(Duration::ZERO)
+        .retry_initial(Duration::from_millis(50))
+        .retry_max(Duration::from_millis(400))
+        .breaker_threshold(2)
+        .leak_threshold(None)
+}
+
+fn pool(pg: &PostgresServer) -> Pool<PostgresManager> {
+    Pool::builder(PostgresManager::from_url(&pg.url()).expect("a valid url"))
+        .name("postgres")
+        .config(config())
+        .build()
+}
+
+/// The error behind a failed acquire, as text.
+fn backend_text(error: &PoolError<PostgresManagerError>) -> String {
+    match error {
+        PoolError::Backend(e)
+        | PoolError::Unavailable {
+            last_error: Some(e),
+            ..
+        } => e.to_string(),
+        other => panic!("expected the backend's error, got {other:?}"),
+    }
+}
+
+async fn select_one(pool: &Pool<PostgresManager>) -> Result<i32, PoolError<PostgresManagerError>> {
+    let conn = pool.get().await?;
+    let row = conn.query_one("SELECT 1", &[]).await.expect("SELECT 1");
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_create_insert_and_select_through_three_connections() {
+    let pg = PostgresServer::start();
+    let pool = pool(&pg);
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE events (id SERIAL PRIMARY KEY, task INT4 NOT NULL, note TEXT)")
+        .await
+        .unwrap();
+
+    let tasks: Vec<_> = (0..48)
+        .map(|task| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.get().await.expect("a connection");
+                let insert = conn
+                    .prepare_cached("INSERT INTO events (task, note) VALUES ($1, $2) RETURNING id")
+                    .await
+                    .expect("prepared");
+                let id: i32 = conn
+                    .query_one(&insert, &[&task, &format!("from task {task}")])
+                    .await
+                    .expect("inserted")
+                    .get(0);
+                let note: String = conn
+                    .query_one("SELECT note FROM events WHERE id = $1", &[&id])
+                    .await
+                    .expect("selected")
+                    .get(0);
+                assert_eq!(note, format!("from task {task}"));
+                // A transaction on a pooled connection.
+                let tx = conn.transaction().await.expect("begun");
+                tx.execute("UPDATE events SET note = note || '!' WHERE id = $1", &[&id])
+                    .await
+                    .expect("updated");
+                tx.commit().await.expect("committed");
+                conn.cached_statements()
+            })
+        })
+        .collect();
+    for task in tasks {
+        let cached = task.await.expect("task finished");
+        assert_eq!(cached, 1, "one statement, prepared once per connection");
+    }
+
+    let conn = pool.get().await.unwrap();
+    let row = conn
+        .query_one(
+            "SELECT count(*), count(DISTINCT task), bool_and(note LIKE '%!') FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 48);
+    assert_eq!(row.get::<_, i64>(1), 48);
+    assert!(row.get::<_, bool>(2));
+    drop(conn);
+    let status = pool.status();
+    assert!(status.size <= 3, "{status:?}");
+    assert!(status.creates <= 3, "connections are reused: {status:?}");
+    assert_eq!(status.in_use, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_stopped_acquires_fail_fast_with_the_real_error_then_the_pool_heals() {
+    let mut pg = PostgresServer::start();
+    let pool = pool(&pg);
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE kept (v INT4); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+    // The pool at its maximum (so the background refill adds nothing):
+    // two idle connections, and one checked out across the outage.
+    let all: Vec<_> = futures_util::future::join_all((0..3).map(|_| pool.get())).await;
+    drop(all);
+    assert_eq!(pool.status().idle, 3);
+    let held = pool.get().await.unwrap();
+
+    tokio::task::block_in_place(|| pg.stop());
+
+    // The connection in use fails with the server's own words and is
+    // retired when it comes back.
+    let error = held
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("server gone");
+    assert!(held.is_closed(), "{error}");
+    drop(held);
+
+    // Idle connections are found closed by validation and retired instead
+    // of being handed out; the new connection is refused, and the caller
+    // hears so at once, not after the 30 s acquire timeout.
+    let started = Instant::now();
+    let error = pool.get().await.expect_err("postgres is down");
+    let first = started.elapsed();
+    let text = backend_text(&error);
+    assert!(
+        text.to_lowercase().contains("refused"),
+        "the real cause: {text}"
+    );
+    assert!(first < Duration::from_secs(1), "failed fast: {first:?}");
+    let status = pool.status();
+    assert_eq!(
+        status.closes.broken, 3,
+        "the held connection and the dead idle ones were retired: {status:?}"
+    );
+    assert_eq!(status.idle, 0);
+
+    let mut slowest = first;
+    let mut unavailable = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let error = pool.get().await.expect_err("still down");
+        slowest = slowest.max(started.elapsed());
+        assert!(backend_text(&error).to_lowercase().contains("refused"));
+        if matches!(error, PoolError::Unavailable { .. }) {
+            unavailable += 1;
+        }
+    }
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(unavailable > 0, "the breaker opened");
+    eprintln!(
+        "with postgres down: first acquire failed in {first:?} ({error}), slowest of 11 in {slowest:?}"
+    );
+
+    tokio::task::block_in_place(|| pg.start_again());
+    let restarted = Instant::now();
+    loop {
+        match select_one(&pool).await {
+            Ok(one) => {
+                assert_eq!(one, 1);
+                break;
+            }
+            Err(error) => {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(5),
+                    "not healed after 5 s: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let healed = restarted.elapsed();
+    eprintln!("postgres back: the pool healed in {healed:?}");
+    assert!(!pool.status().breaker_open);
+    let conn = pool.get().await.unwrap();
+    let kept: i32 = conn
+        .query_one("SELECT v FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 7, "same server, same data, same pool");
+}
