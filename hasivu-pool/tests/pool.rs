@@ -460,3 +460,149 @@ mod tracing_capture {
         String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned()
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gets_the_slot_the_breaker_frees_and_learns_of_an_outage_at_once() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(2)
+            .breaker_threshold(1)
+            .retry_initial(Duration::from_millis(50))
+            .acquire_timeout(Duration::from_secs(2)),
+    );
+    let a = pool.get().await.unwrap();
+    let mut b = pool.get().await.unwrap();
+    let waiter = |pool: &Pool<Arc<Counting>>| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            (pool.get().await.map(|c| *c), started.elapsed())
+        })
+    };
+    let w1 = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let w2 = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    manager.failing.store(true, Ordering::SeqCst);
+    b.mark_broken();
+    drop(b);
+    // W1 got B's slot, tried, and got the backend's error.
+    let (first, _) = w1.await.unwrap();
+    assert!(matches!(first, Err(PoolError::Backend(_))), "{first:?}");
+    // The backend recovers; once the breaker lets a probe through, W2 is
+    // given the free slot instead of waiting out its timeout.
+    manager.failing.store(false, Ordering::SeqCst);
+    let (second, waited) = w2.await.unwrap();
+    assert!(second.is_ok(), "{second:?}");
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+    drop(a);
+
+    // With nothing left that could come back, waiters fail at once.
+    let (pool, manager) = self::pool(
+        quiet()
+            .max_size(1)
+            .breaker_threshold(1)
+            .retry_initial(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30)),
+    );
+    let mut only = pool.get().await.unwrap();
+    let w = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    manager.failing.store(true, Ordering::SeqCst);
+    only.mark_broken();
+    drop(only);
+    // The slot goes to W, whose creation fails and opens the breaker.
+    let (outcome, waited) = w.await.unwrap();
+    assert!(matches!(outcome, Err(PoolError::Backend(_))), "{outcome:?}");
+    assert!(waited < Duration::from_secs(1));
+}
+
+/// A manager whose check hangs, or whose connections report broken.
+struct Stuck {
+    hang: bool,
+    broken: AtomicBool,
+}
+
+impl Manager for Stuck {
+    type Connection = u32;
+    type Error = Refused;
+
+    async fn create(&self) -> Result<u32, Refused> {
+        Ok(7)
+    }
+
+    async fn validate(&self, _conn: &mut u32) -> Result<(), Refused> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(Refused(99))
+    }
+
+    fn is_broken(&self, _conn: &u32) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_acquire_timeout_bounds_checks_and_check_errors_are_kept() {
+    let config = quiet()
+        .max_size(4)
+        .validate_after(Duration::ZERO)
+        .validate_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(1));
+    let hanging = Pool::builder(Stuck {
+        hang: true,
+        broken: AtomicBool::new(false),
+    })
+    .config(config.clone())
+    .build();
+    let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| hanging.get())).await;
+    drop(held);
+    let started = tokio::time::Instant::now();
+    let outcome = hanging.get().await;
+    assert!(
+        matches!(outcome, Err(PoolError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() <= Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let failing = Pool::builder(Stuck {
+        hang: false,
+        broken: AtomicBool::new(false),
+    })
+    .config(config)
+    .build();
+    drop(failing.get().await.unwrap());
+    // The idle one fails its check; a new one is made and handed out.
+    assert!(failing.get().await.is_ok());
+    assert_eq!(failing.status().closes.broken, 1);
+    assert!(
+        failing
+            .status()
+            .last_error
+            .is_some_and(|e| e.contains("attempt 99")),
+        "the check's error is kept"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_idle_connections_are_never_handed_out() {
+    let pool = Pool::builder(Arc::new(Stuck {
+        hang: false,
+        broken: AtomicBool::new(false),
+    }))
+    .config(quiet().max_size(1))
+    .build();
+    drop(pool.get().await.unwrap());
+    pool.manager().broken.store(true, Ordering::SeqCst);
+    // Idle for less than `validate_after`, but broken: replaced by a new
+    // one (which, still broken, is retired again when it comes back).
+    drop(pool.get().await.unwrap());
+    let status = pool.status();
+    assert_eq!(status.creates, 2);
+    assert_eq!(status.closes.broken, 2);
+}

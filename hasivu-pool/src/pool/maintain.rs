@@ -78,6 +78,30 @@ impl<M: Manager> Shared<M> {
             self.retire(conn, reason);
         }
         let mut next = self.config.reap_interval;
+        // Waiters queued while the breaker was open get the free slots once
+        // it lets a probe through.
+        {
+            let mut state = self.lock();
+            while !state.closed && !state.waiters.is_empty() && state.size < self.config.max_size {
+                match state.admit(Instant::now()) {
+                    Admit::No(retry_in) => {
+                        next = next.min(retry_in.max(Duration::from_millis(1)));
+                        break;
+                    }
+                    admit @ (Admit::Yes | Admit::Probe) => {
+                        state.size += 1;
+                        let weak = Arc::downgrade(self);
+                        if state.hand_off(super::state::Grant::Create, &weak).is_some() {
+                            state.size -= 1;
+                            if admit == Admit::Probe {
+                                state.probing = false;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         // Refill to `min_idle`, one creation at a time.
         loop {
             let admitted = {
@@ -110,7 +134,7 @@ impl<M: Manager> Shared<M> {
             if admitted.is_none() {
                 break;
             }
-            match self.create_in_slot().await {
+            match self.create_in_slot(self.config.create_timeout).await {
                 Ok(conn) => self.release(conn, false),
                 Err(_) => {
                     let retry = self

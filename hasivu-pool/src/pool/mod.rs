@@ -141,6 +141,7 @@ impl<M: Manager> Drop for Handoff<M> {
             match grant {
                 Grant::Conn(conn) => pool.release(conn, false),
                 Grant::Create => pool.free_slot(),
+                Grant::Unavailable(_) => {}
             }
         }
     }
@@ -281,7 +282,12 @@ impl<M: Manager> Shared<M> {
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let started = Instant::now();
         let deadline = started + self.config.acquire_timeout;
+        let mut first = true;
         loop {
+            if !first && Instant::now() >= deadline {
+                return Err(self.timed_out(started));
+            }
+            first = false;
             enum Step<M: Manager> {
                 /// Checked out under the lock already: no validation due.
                 Ready(Conn<M::Connection>),
@@ -304,7 +310,13 @@ impl<M: Manager> Shared<M> {
                 } {
                     if now >= conn.expires {
                         state.size -= 1;
-                        expired.push(conn);
+                        expired.push((conn, CloseReason::Lifetime));
+                        continue;
+                    }
+                    // A cheap synchronous look before handing it out.
+                    if self.manager.is_broken(&conn.raw) {
+                        state.size -= 1;
+                        expired.push((conn, CloseReason::Broken));
                         continue;
                     }
                     found = Some(conn);
@@ -341,7 +353,7 @@ impl<M: Manager> Shared<M> {
                         }
                         Admit::No(retry_in) => {
                             drop(state);
-                            self.retire_all(expired, CloseReason::Lifetime);
+                            self.retire_all(expired);
                             return Err(PoolError::Unavailable {
                                 last_error: self.lock().last_error.clone(),
                                 retry_in,
@@ -357,7 +369,7 @@ impl<M: Manager> Shared<M> {
                 }
             };
             if !expired.is_empty() {
-                self.retire_all(expired, CloseReason::Lifetime);
+                self.retire_all(expired);
             }
             match step {
                 Step::Ready(mut conn) => {
@@ -368,8 +380,9 @@ impl<M: Manager> Shared<M> {
                     return Ok(Pooled::new(conn, Arc::clone(self)));
                 }
                 Step::Idle(mut conn) => {
+                    let limit = deadline.saturating_duration_since(Instant::now());
                     if conn.idle_since.elapsed() >= self.config.validate_after
-                        && !self.validate(&mut conn).await
+                        && !self.validate(&mut conn, limit).await
                     {
                         self.retire(conn, CloseReason::Broken);
                         self.free_slot();
@@ -378,7 +391,7 @@ impl<M: Manager> Shared<M> {
                     return Ok(self.checkout(conn, site, started));
                 }
                 Step::Create => {
-                    let conn = self.create_in_slot().await?;
+                    let conn = self.create_within(deadline, started).await?;
                     return Ok(self.checkout(conn, site, started));
                 }
                 Step::Wait(id, rx) => {
@@ -396,23 +409,21 @@ impl<M: Manager> Shared<M> {
                             }
                             Some(Grant::Create) => {
                                 self.lock().creating += 1;
-                                let conn = self.create_in_slot().await?;
+                                let conn = self.create_within(deadline, started).await?;
                                 return Ok(self.checkout(conn, site, started));
+                            }
+                            Some(Grant::Unavailable(retry_in)) => {
+                                return Err(PoolError::Unavailable {
+                                    last_error: self.lock().last_error.clone(),
+                                    retry_in,
+                                });
                             }
                             None => continue,
                         },
                         Ok(Err(_closed)) => return Err(PoolError::Closed),
                         Err(_elapsed) => {
-                            let mut state = self.lock();
-                            state.forget_waiter(id);
-                            let last_error = state.last_error.clone();
-                            drop(state);
-                            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.timeouts.increment(1);
-                            return Err(PoolError::Timeout {
-                                waited: started.elapsed(),
-                                last_error,
-                            });
+                            self.lock().forget_waiter(id);
+                            return Err(self.timed_out(started));
                         }
                     }
                 }
@@ -420,15 +431,45 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// `Timeout`, counted, with the backend's last error.
+    fn timed_out(&self, started: Instant) -> PoolError<M::Error> {
+        self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.timeouts.increment(1);
+        PoolError::Timeout {
+            waited: started.elapsed(),
+            last_error: self.lock().last_error.clone(),
+        }
+    }
+
+    /// [`create_in_slot`](Self::create_in_slot) for a caller: bounded by
+    /// the create timeout and by what is left of the acquire timeout.
+    async fn create_within(
+        self: &Arc<Self>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Conn<M::Connection>, PoolError<M::Error>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.create_in_slot(left).await {
+            Err(PoolError::CreateTimeout(_)) if left < self.config.create_timeout => {
+                Err(self.timed_out(started))
+            }
+            outcome => outcome,
+        }
+    }
+
     /// Creates a connection in a slot already counted in `size` and
-    /// `creating`. On failure, or if the caller is cancelled, the slot is
-    /// given back.
-    async fn create_in_slot(self: &Arc<Self>) -> Result<Conn<M::Connection>, PoolError<M::Error>> {
+    /// `creating`, within `limit` (and the create timeout). On failure, or
+    /// if the caller is cancelled, the slot is given back.
+    pub(super) async fn create_in_slot(
+        self: &Arc<Self>,
+        limit: Duration,
+    ) -> Result<Conn<M::Connection>, PoolError<M::Error>> {
         let slot = SlotGuard {
             shared: self,
             armed: true,
         };
-        let outcome = tokio::time::timeout(self.config.create_timeout, self.manager.create()).await;
+        let limit = limit.min(self.config.create_timeout);
+        let outcome = tokio::time::timeout(limit, self.manager.create()).await;
         let now = Instant::now();
         match outcome {
             Ok(Ok(raw)) => {
@@ -471,15 +512,22 @@ impl<M: Manager> Shared<M> {
         )
     }
 
-    async fn validate(&self, conn: &mut Conn<M::Connection>) -> bool {
-        matches!(
-            tokio::time::timeout(
-                self.config.validate_timeout,
-                self.manager.validate(&mut conn.raw)
-            )
-            .await,
-            Ok(Ok(()))
-        )
+    /// Checks an idle connection within `limit` (and the validate
+    /// timeout); a failure is logged and kept as the last backend error.
+    async fn validate(&self, conn: &mut Conn<M::Connection>, limit: Duration) -> bool {
+        let limit = limit.min(self.config.validate_timeout);
+        match tokio::time::timeout(limit, self.manager.validate(&mut conn.raw)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(pool = &*self.name, %error, "an idle connection failed its check");
+                self.lock().last_error = Some(Arc::new(error));
+                false
+            }
+            Err(_elapsed) => {
+                tracing::warn!(pool = &*self.name, timeout = ?limit, "checking an idle connection timed out");
+                false
+            }
+        }
     }
 
     fn checkout(
@@ -543,13 +591,33 @@ impl<M: Manager> Shared<M> {
     /// may create in it, else the pool shrinks.
     pub(crate) fn free_slot(&self) {
         let mut state = self.lock();
-        if !state.closed && state.open_until.is_none() {
-            let weak = self.weak();
-            if state.hand_off(Grant::Create, &weak).is_none() {
-                return;
+        let weak = self.weak();
+        let mut refused = None;
+        if !state.closed && !state.waiters.is_empty() {
+            match state.admit(Instant::now()) {
+                admit @ (Admit::Yes | Admit::Probe) => {
+                    if state.hand_off(Grant::Create, &weak).is_none() {
+                        return;
+                    }
+                    if admit == Admit::Probe {
+                        // Nobody took the probe.
+                        state.probing = false;
+                    }
+                }
+                Admit::No(retry_in) => refused = Some(retry_in),
             }
         }
         state.size -= 1;
+        // The breaker is open and no connection is left that could come
+        // back to the waiters: they learn it now, not at their timeout.
+        if let Some(retry_in) = refused
+            && state.size == state.creating
+        {
+            while state
+                .hand_off(Grant::Unavailable(retry_in), &weak)
+                .is_none()
+            {}
+        }
         drop(state);
         self.changed.notify_waiters();
         self.changed.notify_one();
@@ -580,8 +648,8 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    fn retire_all(&self, conns: Vec<Conn<M::Connection>>, reason: CloseReason) {
-        for conn in conns {
+    fn retire_all(&self, conns: Vec<(Conn<M::Connection>, CloseReason)>) {
+        for (conn, reason) in conns {
             self.retire(conn, reason);
             self.changed.notify_waiters();
         }

@@ -27,6 +27,9 @@ pub(crate) struct Conn<C> {
 pub(crate) enum Grant<C> {
     Conn(Conn<C>),
     Create,
+    /// The breaker is open and nothing alive could come back: give up now,
+    /// the next probe is due in this long.
+    Unavailable(Duration),
 }
 
 /// A caller waiting for a connection, in arrival order.
