@@ -34,6 +34,11 @@
 //! ([`LoadControl`], [`CompositeLoad`], [`InFlight`], [`ErrorRate`],
 //! [`Hysteresis`]) and the [`LocalStore`]. The Redis store, the tower layer
 //! and the abuse shield are being built.
+//!
+//! The abuse shield is in [`shield`]: [`ShieldLayer`](shield::ShieldLayer)
+//! with tokenising SQL injection, XSS and path traversal detectors, scanner
+//! agents, rapid requests and probing patterns, and a local or Redis
+//! blocklist.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client_ip;
@@ -47,6 +52,7 @@ mod limiter;
 mod load;
 mod policy;
 mod quota;
+pub mod shield;
 mod store;
 
 pub use client_ip::{Cidr, CidrError, TrustedProxies, ip_key};
