@@ -57,6 +57,10 @@
 //! - [`http::RateLimitLayer`] (feature `tower`, default): 429 or 503
 //!   problem+json with draft-10 `RateLimit-Policy`/`RateLimit` fields and
 //!   `Retry-After`, key extractors with trusted-proxy client IPs.
+//! - [`shield`] (feature `tower`): [`ShieldLayer`](shield::ShieldLayer)
+//!   scores requests with tokenising SQL injection, XSS and path traversal
+//!   detectors, scanner agents, rapid requests and probing patterns, and
+//!   keeps a local or Redis blocklist with an allow-list that always wins.
 //!
 //! # Feature flags
 //!
@@ -64,7 +68,7 @@
 //! |---|---|---|
 //! | `tower` | yes | the tower layer (`http` module) |
 //! | `axum` | no | reads the peer from axum's `ConnectInfo<SocketAddr>` |
-//! | `redis` | no | `RedisStore`, `LeaseConfig`, `RedisMemory` and the crate's `Error` |
+//! | `redis` | no | `RedisStore`, `LeaseConfig`, `RedisMemory`, the crate's `Error`, the shield's `RedisBlocklist` |
 //! | `cluster` | no | Redis Cluster for the Redis store (`RedisStore::cluster`); implies `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -81,6 +85,7 @@ mod limiter;
 mod load;
 mod policy;
 mod quota;
+pub mod shield;
 mod store;
 
 pub use client_ip::{Cidr, CidrError, TrustedProxies, ip_key};

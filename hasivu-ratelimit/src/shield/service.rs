@@ -1,0 +1,431 @@
+//! [`Shield`]: the service.
+
+use std::{
+    borrow::Cow,
+    collections::VecDeque,
+    net::IpAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::{Request, Response, header, request::Parts};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use super::{
+    Action, Blocklist, BodyKind, Finding, InspectedBody, Inspection, LocalBlocklist, Lookup,
+    ResponseFuture, ShieldBody, ShieldVerdict,
+    future::{Next, Observer, Refusal},
+    layer::Config,
+};
+
+/// Inspects each request before the inner service sees it; built by
+/// [`ShieldLayer`](super::ShieldLayer). See the
+/// [module docs](crate::shield).
+///
+/// The inner service receives the request with an [`InspectedBody`]: the
+/// original body, or the bytes the shield read followed by the rest.
+#[derive(Clone, Debug)]
+pub struct Shield<S, Bl = LocalBlocklist> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config<Bl>>,
+}
+
+impl<S, Bl> Shield<S, Bl> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What the score decided.
+enum Outcome {
+    Pass(Option<ShieldVerdict>),
+    Reject,
+    Block(IpAddr, std::time::Duration, String),
+}
+
+impl<S, Bl, ReqBody, ResBody> Service<Request<ReqBody>> for Shield<S, Bl>
+where
+    S: Service<Request<InspectedBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Send,
+    Bl: Blocklist,
+{
+    type Response = Response<ShieldBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let config = &self.config;
+        let ip = config.client_ip.client_ip(&parts);
+        if let Some(ip) = ip {
+            // The allow-list wins over everything, the blocklist included.
+            if config.allowed(ip) {
+                count("pass", "allowlisted");
+                let fut = self
+                    .inner
+                    .call(Request::from_parts(parts, InspectedBody::new(body)));
+                return ResponseFuture::calling(fut, None);
+            }
+            // A blocked client is refused before anything is parsed.
+            match config.blocklist.lookup_now(ip) {
+                Lookup::Blocked(left) => return refuse_blocked(ip, left),
+                Lookup::Clear => {}
+                Lookup::Unknown => return self.slow(parts, body, Some(ip), true),
+            }
+        }
+        if config.inspect_bodies && body_kind(&parts, &body, config.limits.body_bytes).is_some() {
+            return self.slow(parts, body, ip, false);
+        }
+        match judge(config, ip, &parts, None) {
+            Outcome::Pass(verdict) => {
+                let observer = ip.map(|ip| Observer {
+                    ip,
+                    detectors: Arc::clone(&config.detectors),
+                });
+                let mut request = Request::from_parts(parts, InspectedBody::new(body));
+                if let Some(verdict) = verdict {
+                    request.extensions_mut().insert(verdict);
+                }
+                ResponseFuture::calling(self.inner.call(request), observer)
+            }
+            Outcome::Reject => ResponseFuture::refused(Refusal::Violation(None)),
+            Outcome::Block(ip, ttl, reasons) => {
+                let blocklist = config.blocklist.clone();
+                ResponseFuture::pending(
+                    async move { Next::Refuse(block(&blocklist, ip, ttl, &reasons).await) }.boxed(),
+                )
+            }
+        }
+    }
+}
+
+impl<S, Bl> Shield<S, Bl> {
+    /// The path that waits: a shared blocklist lookup, reading a body,
+    /// writing a block. Boxed; clean requests with an in-process answer
+    /// never take it.
+    fn slow<ReqBody>(
+        &mut self,
+        parts: Parts,
+        body: ReqBody,
+        ip: Option<IpAddr>,
+        lookup: bool,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<InspectedBody<ReqBody>>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Body<Data = Bytes> + Send + 'static,
+        ReqBody::Error: Send,
+        Bl: Blocklist,
+    {
+        // The service that was polled ready serves this request; the clone
+        // waits for the next `poll_ready`.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        ResponseFuture::pending(
+            async move {
+                if lookup
+                    && let Some(ip) = ip
+                    && let Some(left) = config.blocklist.lookup(ip).await
+                {
+                    count("refuse", "blocklisted");
+                    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+                    return Next::Refuse(Refusal::Blocked(left));
+                }
+                let kind = if config.inspect_bodies {
+                    body_kind(&parts, &body, config.limits.body_bytes)
+                } else {
+                    None
+                };
+                let (body, outcome) = match kind {
+                    Some(kind) => {
+                        let (body, bytes, truncated) = read(body, config.limits.body_bytes).await;
+                        let text = String::from_utf8_lossy(&bytes);
+                        let outcome = judge(&config, ip, &parts, Some((kind, &text, truncated)));
+                        (body, outcome)
+                    }
+                    None => (InspectedBody::new(body), judge(&config, ip, &parts, None)),
+                };
+                match outcome {
+                    Outcome::Pass(verdict) => {
+                        let observer = ip.map(|ip| Observer {
+                            ip,
+                            detectors: Arc::clone(&config.detectors),
+                        });
+                        let mut request = Request::from_parts(parts, body);
+                        if let Some(verdict) = verdict {
+                            request.extensions_mut().insert(verdict);
+                        }
+                        Next::Call(inner.call(request), observer)
+                    }
+                    Outcome::Reject => Next::Refuse(Refusal::Violation(None)),
+                    Outcome::Block(ip, ttl, reasons) => {
+                        Next::Refuse(block(&config.blocklist, ip, ttl, &reasons).await)
+                    }
+                }
+            }
+            .boxed(),
+        )
+    }
+}
+
+fn refuse_blocked<F>(ip: IpAddr, left: std::time::Duration) -> ResponseFuture<F> {
+    count("refuse", "blocklisted");
+    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+    ResponseFuture::refused(Refusal::Blocked(left))
+}
+
+/// Blocks `ip`; a store failure is logged by the store and changes nothing
+/// for this answer.
+async fn block<Bl: Blocklist>(
+    blocklist: &Bl,
+    ip: IpAddr,
+    ttl: std::time::Duration,
+    reasons: &str,
+) -> Refusal {
+    if let Err(error) = blocklist.block(ip, ttl, reasons).await {
+        tracing::warn!(target: "hasivu_ratelimit::shield", %ip, %error, "could not record the block in the shared blocklist");
+    }
+    Refusal::Violation(Some(ttl))
+}
+
+fn count(action: &'static str, reason: &'static str) {
+    metrics::counter!("hasivu_shield_decisions_total", "action" => action, "reason" => reason)
+        .increment(1);
+}
+
+/// The kind of body worth reading: JSON or a form, not declared larger
+/// than the limit, not empty. A larger declared body streams through
+/// uninspected (and is counted).
+fn body_kind<B: Body>(parts: &Parts, body: &B, limit: usize) -> Option<BodyKind> {
+    let hint = body.size_hint();
+    if hint.upper() == Some(0) {
+        return None;
+    }
+    let content_type = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next()?.trim();
+    let kind = if essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence[..12.min(essence.len())].eq_ignore_ascii_case("application/")
+            && essence[essence.len() - 5..].eq_ignore_ascii_case("+json"))
+    {
+        BodyKind::Json
+    } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        BodyKind::Form
+    } else {
+        return None;
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(Some(hint.lower()).filter(|_| hint.upper() == Some(hint.lower())));
+    if declared.is_some_and(|len| len > limit as u64) {
+        metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
+        return None;
+    }
+    Some(kind)
+}
+
+/// Reads up to `limit` bytes of `body` (a little more when a frame crosses
+/// the limit) and hands back a body that replays them, then streams the
+/// rest. Whether the body went past the limit.
+async fn read<B>(body: B, limit: usize) -> (InspectedBody<B>, Bytes, bool)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let mut body = Box::pin(body);
+    let mut frames = VecDeque::new();
+    let mut data: Vec<Bytes> = Vec::new();
+    let mut read = 0usize;
+    let mut error = None;
+    let mut ended = false;
+    while read <= limit {
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Some(chunk) = frame.data_ref() {
+                    read += chunk.len();
+                    data.push(chunk.clone());
+                }
+                frames.push_back(frame);
+            }
+            Some(Err(e)) => {
+                error = Some(e);
+                ended = true;
+                break;
+            }
+        }
+    }
+    let truncated = !ended;
+    if truncated {
+        metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
+    }
+    let bytes = match data.len() {
+        0 => Bytes::new(),
+        1 => data.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(read.min(limit + 1));
+            for chunk in &data {
+                let room = (limit + 1).saturating_sub(all.len());
+                all.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            all.freeze()
+        }
+    };
+    let rest = if ended { None } else { Some(body) };
+    (InspectedBody::replay(frames, error, rest), bytes, truncated)
+}
+
+/// Runs the detectors, applies the threshold, logs and counts.
+fn judge<Bl>(
+    config: &Config<Bl>,
+    ip: Option<IpAddr>,
+    parts: &Parts,
+    body: Option<(BodyKind, &str, bool)>,
+) -> Outcome {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+    let mut inspection = Inspection::with_limits(config.limits, parts.method.as_str(), target);
+    if let Some(ip) = ip {
+        inspection = inspection.with_ip(ip);
+    }
+    if let Some(agent) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        inspection = inspection.with_user_agent(agent);
+    }
+    if let Some((kind, text, truncated)) = body {
+        inspection = inspection
+            .with_body(kind, text)
+            .with_body_truncated(truncated);
+    }
+    let cut = inspection.truncated();
+    for (part, was_cut) in [
+        ("path", cut.path),
+        ("query", cut.query),
+        ("header", cut.header),
+    ] {
+        if was_cut {
+            metrics::counter!("hasivu_shield_uninspected_total", "part" => part).increment(1);
+        }
+    }
+    let mut findings: Vec<Finding> = Vec::new();
+    for detector in config.detectors.iter() {
+        if let Some(finding) = detector.inspect(&inspection)
+            && finding.score > 0
+        {
+            findings.push(finding);
+        }
+    }
+    if findings.is_empty() {
+        count("pass", "none");
+        return Outcome::Pass(None);
+    }
+    let score: u32 = findings.iter().map(|f| f.score).sum();
+    let over = config.threshold > 0 && score >= config.threshold;
+    let action = match (over, config.action, ip) {
+        (false, ..) => Action::LogOnly,
+        (true, Action::Block { .. }, None) => Action::Reject,
+        (true, action, _) => action,
+    };
+    let primary = findings
+        .iter()
+        .max_by_key(|f| f.score)
+        .map_or("none", |f| f.reason);
+    let reasons = findings
+        .iter()
+        .map(|f| f.reason)
+        .collect::<Vec<_>>()
+        .join(",");
+    count(action.label(), primary);
+    for finding in &findings {
+        metrics::counter!("hasivu_shield_findings_total", "reason" => finding.reason).increment(1);
+    }
+    let path: Cow<'_, str> = if config.log_paths {
+        Cow::Borrowed(super::detect::decode::truncate(parts.uri.path(), 256))
+    } else {
+        Cow::Borrowed("-")
+    };
+    let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    match action {
+        Action::LogOnly => {
+            tracing::info!(
+                target: "hasivu_ratelimit::shield",
+                ip = %ip_text,
+                score,
+                threshold = config.threshold,
+                reasons = %reasons,
+                method = %parts.method,
+                path = %path,
+                action = action.label(),
+                "suspicious request"
+            );
+            Outcome::Pass(Some(ShieldVerdict { score, findings }))
+        }
+        Action::Reject => {
+            tracing::warn!(
+                target: "hasivu_ratelimit::shield",
+                ip = %ip_text,
+                score,
+                threshold = config.threshold,
+                reasons = %reasons,
+                method = %parts.method,
+                path = %path,
+                action = action.label(),
+                "request refused by the abuse shield"
+            );
+            Outcome::Reject
+        }
+        Action::Block { ttl } => {
+            tracing::warn!(
+                target: "hasivu_ratelimit::shield",
+                ip = %ip_text,
+                score,
+                threshold = config.threshold,
+                reasons = %reasons,
+                method = %parts.method,
+                path = %path,
+                action = action.label(),
+                ttl_seconds = ttl.as_secs(),
+                "request refused and client blocked by the abuse shield"
+            );
+            match ip {
+                Some(ip) => Outcome::Block(ip, ttl, reasons),
+                None => Outcome::Reject,
+            }
+        }
+    }
+}
