@@ -69,10 +69,10 @@ impl Layout {
         }
         let mut bounds = vec![0u16; per_octave + 1];
         bounds[per_octave] = ROWS as u16;
-        for bucket in 1..per_octave {
-            // Every bucket owns at least one row: the narrowest, at the top
-            // of the octave, is 2048·(2 − 2^((k−1)/k)) ≥ 5 rows for k ≤ 255.
-            bounds[bucket] = table
+        // Every bucket owns at least one row: the narrowest, at the top of
+        // the octave, is 2048·(2 − 2^((k−1)/k)) ≥ 5 rows for k ≤ 255.
+        for (bucket, bound) in bounds.iter_mut().enumerate().take(per_octave).skip(1) {
+            *bound = table
                 .iter()
                 .position(|&b| b as usize >= bucket)
                 .unwrap_or(ROWS) as u16;

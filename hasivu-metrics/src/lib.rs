@@ -24,26 +24,26 @@
 //!   [`SystemStatus`] snapshot and gauges. See [`system`].
 //!
 //! ```
+//! # #[cfg(feature = "axum")] {
 //! use std::time::Duration;
-//! use axum::{Router, routing::get};
-//! use hasivu_metrics::{MetricsLayer, PerformanceAnalytics, RouteTemplate};
+//! use axum::{Router, body::Body, routing::get};
+//! use hasivu_metrics::{MetricsLayer, PerformanceAnalytics};
 //! use tower::ServiceExt;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let analytics = PerformanceAnalytics::new();
 //! let app: Router = Router::new()
-//!     .route("/menu/daily", get(|| async { "menu" }))
+//!     .route("/users/{id}", get(|| async { "user" }))
+//!     // With the `axum` feature the route is axum's `MatchedPath`.
 //!     .layer(MetricsLayer::new().analytics(analytics.clone()));
 //!
-//! let mut request = http::Request::new(axum::body::Body::empty());
-//! # *request.uri_mut() = "/menu/daily".parse().unwrap();
-//! # request.extensions_mut().insert(RouteTemplate::new("/menu/daily"));
+//! let request = http::Request::get("/users/42").body(Body::empty()).unwrap();
 //! let response = app.oneshot(request).await.unwrap();
 //! axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
 //!
-//! let stats = analytics.summary("GET /menu/daily", Duration::from_secs(3600)).unwrap();
+//! let stats = analytics.summary("GET /users/{id}", Duration::from_secs(3600)).unwrap();
 //! assert_eq!(stats.count, 1);
+//! # });
 //! # }
 //! ```
 //!
