@@ -786,6 +786,41 @@ mod tests {
         assert!((p50 - 0.1).abs() / 0.1 <= 0.01 + 0.045);
     }
 
+    proptest::proptest! {
+        // Through the rings: samples spread over the last hour, queried
+        // as one window, against the exact nearest-rank quantiles.
+        #[test]
+        fn window_quantiles_are_within_one_percent(
+            samples in proptest::collection::vec((10.0f64..36.0, 0u64..3_600), 1..1_500),
+        ) {
+            let (time, analytics) = analytics();
+            let route = analytics.route("GET /");
+            let mut at: Vec<(u64, u64)> = samples
+                .iter()
+                .map(|&(exp, second)| (second, exp.exp2() as u64))
+                .collect();
+            at.sort_unstable();
+            for &(second, nanos) in &at {
+                time.set(Duration::from_secs(second));
+                route.record(&Sample::new(Duration::from_nanos(nanos)));
+            }
+            time.set(Duration::from_secs(3_599));
+            let snapshot = analytics.snapshot("GET /", HOUR).unwrap();
+            let mut values: Vec<u64> = at.iter().map(|&(_, v)| v).collect();
+            values.sort_unstable();
+            proptest::prop_assert_eq!(snapshot.count(), values.len() as u64);
+            for q in [0.5, 0.95, 0.99] {
+                let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+                let exact = values[rank - 1] as f64;
+                let estimate = snapshot.quantile(q).unwrap().as_nanos() as f64;
+                proptest::prop_assert!(
+                    (estimate - exact).abs() / exact <= 0.01 + 1.0 / exact,
+                    "q={} estimate={} exact={}", q, estimate, exact
+                );
+            }
+        }
+    }
+
     #[test]
     fn summaries_serialize() {
         let (_, analytics) = analytics();

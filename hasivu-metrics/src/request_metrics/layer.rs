@@ -91,8 +91,7 @@ impl<R, C> MetricsLayer<R, C> {
     }
 
     /// Also records every request into `analytics`, under
-    /// `"{METHOD} {route}"`, and times requests with its clock (unless
-    /// [`clock`](Self::clock) sets another).
+    /// `"{METHOD} {route}"`, and times requests with its clock.
     pub fn analytics(self, analytics: PerformanceAnalytics) -> Self {
         self.configure(|c| c.analytics = Some(analytics))
     }
@@ -123,8 +122,9 @@ impl<R, C> MetricsLayer<R, C> {
         self.configure(|c| c.methods = extra.to_vec())
     }
 
-    /// The clock that times requests (default: the analytics clock, else
-    /// [`Clock::new`]).
+    /// The clock that times requests (default [`Clock::new`]). With
+    /// [`analytics`](Self::analytics), the analytics clock is used instead,
+    /// so that samples land in the right slices.
     pub fn clock(self, clock: Clock) -> Self {
         self.configure(|c| c.clock = Some(clock))
     }

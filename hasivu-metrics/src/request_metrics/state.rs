@@ -122,9 +122,11 @@ impl State {
         // One slot more than asked: `unmatched` is registered up front.
         let routes = Registry::new(config.max_routes.saturating_add(1), OVERFLOW);
         let unmatched = routes.resolve(UNMATCHED, |name| RouteEntry::new(name, &methods));
-        let clock = match (&config.clock, &config.analytics) {
-            (Some(clock), _) => clock.clone(),
-            (None, Some(analytics)) => analytics.clock().clone(),
+        // Samples are placed in the analytics' slices by the time the layer
+        // reads, so with analytics the layer must read the analytics clock.
+        let clock = match (&config.analytics, &config.clock) {
+            (Some(analytics), _) => analytics.clock().clone(),
+            (None, Some(clock)) => clock.clone(),
             (None, None) => Clock::new(),
         };
         Self {

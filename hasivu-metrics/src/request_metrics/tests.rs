@@ -289,7 +289,7 @@ impl http_body::Body for Endless {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_abort_is_its_own_outcome_and_leaves_no_active_request() {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
