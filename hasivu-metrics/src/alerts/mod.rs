@@ -130,8 +130,8 @@ pub struct Notification {
     pub severity: Severity,
     /// The route, for per-route rules.
     pub route: Option<String>,
-    /// The value at this evaluation (`NaN` serialises as `null` when there
-    /// was no data).
+    /// The value at this evaluation, `None` when there was no data (a
+    /// resolve after the route went quiet).
     pub value: Option<f64>,
     /// The trigger threshold.
     pub threshold: f64,

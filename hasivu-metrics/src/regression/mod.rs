@@ -157,7 +157,8 @@ pub struct Regression {
     pub baseline: f64,
     /// Recent level, in the same unit.
     pub current: f64,
-    /// `current / baseline` (infinite for errors from a zero baseline).
+    /// `current / baseline`; infinite for errors from a zero baseline,
+    /// which JSON cannot hold and serialises as `null`.
     pub ratio: f64,
     /// The one-sided Mann–Whitney p-value.
     pub p_value: f64,
