@@ -1,6 +1,8 @@
 //! hasivu-metrics vs the bare service and the `metrics` facade: the layer's
 //! overhead per request, the cost of one analytics record against
-//! `metrics::histogram!` with three dynamic labels, and memory per route.
+//! `metrics::histogram!` with three dynamic labels, memory per route,
+//! evaluating 100 alert rules, and the regression detector over 7 days of
+//! 1-minute intervals for 50 routes.
 //!
 //! Run with `cargo bench -p hasivu-benches --bench metrics`.
 
@@ -8,7 +10,7 @@ use std::{convert::Infallible, time::Duration};
 
 use criterion::Criterion;
 use hasivu_benches::{Row, block_on, criterion, criterion_dir, print_report};
-use hasivu_metrics::{MetricsLayer, PerformanceAnalytics, Sample};
+use hasivu_metrics::{MetricsLayer, PerformanceAnalytics, RegressionDetector, Sample};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -115,11 +117,85 @@ fn record_cost(c: &mut Criterion, rows: &mut Vec<Row>) {
     });
 }
 
+/// 100 threshold rules over plain values, evaluated at once.
+fn alert_rules(c: &mut Criterion) -> String {
+    use hasivu_metrics::alerts::{Inputs, Metric, Rule};
+
+    let rules: Vec<Rule> = (0..100)
+        .map(|i| {
+            Rule::above(format!("rule{i}"), Metric::Value(format!("signal{i}")))
+                .warning(50.0)
+                .critical(90.0)
+        })
+        .collect();
+    let manager = hasivu_metrics::AlertManager::builder()
+        .rules(rules)
+        .build()
+        .unwrap();
+    let mut inputs = Inputs::new();
+    for i in 0..100 {
+        inputs = inputs.value(format!("signal{i}"), f64::from(i));
+    }
+    let mut group = c.benchmark_group("metrics-alerts-100-rules");
+    group.bench_function("hasivu", |b| b.iter(|| manager.evaluate(&inputs).len()));
+    group.finish();
+    let ns = hasivu_benches::median_ns(
+        &criterion_dir(env!("CARGO_TARGET_TMPDIR")),
+        "metrics-alerts-100-rules",
+        "hasivu",
+    )
+    .unwrap_or(f64::NAN);
+    format!(
+        "Evaluating 100 alert rules (warning and critical thresholds, state machines included): {}",
+        hasivu_benches::format_ns(ns)
+    )
+}
+
+/// The regression detector over 7 days of 1-minute intervals (10 080
+/// points) for 50 routes.
+fn regression_detector() -> String {
+    use hasivu_metrics::regression::Point;
+
+    let mut detector = RegressionDetector::new();
+    let start = 1_764_000_000u64;
+    let minutes = 7 * 24 * 60;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % 1000) as f64 / 1000.0
+    };
+    for route in 0..50 {
+        let name = format!("GET /route/{route}");
+        for m in 0..minutes {
+            detector.record(
+                &name,
+                Point {
+                    start_secs: start + m * 60,
+                    requests: 600,
+                    errors: 3,
+                    p95_ms: 120.0 * (0.85 + 0.3 * noise()),
+                    version: 0,
+                },
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    let found = detector.detect(start + minutes * 60);
+    let took = started.elapsed();
+    format!(
+        "Regression detector over 7 days of 1-minute intervals for 50 routes (504 000 points): {took:?} for one pass, {} regressions found in noise",
+        found.len()
+    )
+}
+
 fn main() {
     let mut c = criterion(env!("CARGO_TARGET_TMPDIR"));
     let mut rows = Vec::new();
     layer_overhead(&mut c, &mut rows);
     record_cost(&mut c, &mut rows);
+    let alerts = alert_rules(&mut c);
     c.final_summary();
     print_report(
         "hasivu-metrics (speed ratio = anchor time / hasivu time)",
@@ -131,4 +207,6 @@ fn main() {
         "\nMemory per route with the default rings (60 × 1 min at ≤ 1 %, 168 × 1 h at ≤ 4.5 %): {} bytes",
         analytics.memory_per_route()
     );
+    println!("{alerts}");
+    println!("{}", regression_detector());
 }
