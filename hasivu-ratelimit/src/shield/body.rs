@@ -10,7 +10,6 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -156,71 +155,7 @@ where
     }
 }
 
-pin_project! {
-    /// The response body of the shield: the inner service's body,
-    /// unchanged, or the shield's problem answer.
-    #[derive(Debug)]
-    pub struct ShieldBody<B> {
-        #[pin]
-        kind: Answer<B>,
-    }
-}
-
-pin_project! {
-    #[project = AnswerProj]
-    #[derive(Debug)]
-    enum Answer<B> {
-        Inner { #[pin] body: B },
-        Full { body: Full<Bytes> },
-    }
-}
-
-impl<B> ShieldBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        Self {
-            kind: Answer::Inner { body },
-        }
-    }
-
-    pub(crate) fn full(bytes: Bytes) -> Self {
-        Self {
-            kind: Answer::Full {
-                body: Full::new(bytes),
-            },
-        }
-    }
-}
-
-impl<B> Body for ShieldBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            AnswerProj::Inner { body } => body.poll_frame(cx),
-            AnswerProj::Full { body } => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Answer::Inner { body } => body.is_end_stream(),
-            Answer::Full { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Answer::Inner { body } => body.size_hint(),
-            Answer::Full { body } => body.size_hint(),
-        }
-    }
-}
+/// The response body of the shield: the inner service's body, unchanged,
+/// or the shield's problem answer (the same body as the rate-limit
+/// layer's).
+pub type ShieldBody<B> = crate::http::RateLimitBody<B>;
