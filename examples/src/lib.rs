@@ -1,5 +1,17 @@
-//! Shared code of hasivu's examples.
+//! The HASIVU API example: every hasivu crate wired into one axum service.
 //!
-//! This crate will hold the full HASIVU school-meal API (`hasivu-api`), which
-//! wires every hasivu crate into one axum service, one short example per
-//! layer, and the load test. It is not published.
+//! Run it with no setup (embedded SQLite, in-process stores):
+//!
+//! ```text
+//! cargo run --release -p hasivu-examples --bin hasivu-api
+//! ```
+//!
+//! `DATABASE_URL=postgres://…` switches to PostgreSQL and `REDIS_URL=redis://…`
+//! puts the L2 cache, the rate limiter, the shield's blocklist and the
+//! cache backplane in Redis, so several instances share them. The module
+//! [`api`] holds the application so that tests and other entry points reuse
+//! it: build an [`api::AppState`] from an [`api::Config`], then
+//! [`api::serve`] it. The README lists every setting and a curl session for
+//! every route.
+
+pub mod api;

@@ -1,0 +1,506 @@
+//! Building the API: stores, pools, cache, warmup, the layer stack, and
+//! serving with graceful shutdown.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use hasivu_cache::{Cache, CacheLayer, EntryOptions, InvalidationRules, RoutePolicy};
+use hasivu_compress::{
+    Coding, CompressionLayer, FieldSelectionLayer, RequestDecompressionLayer, negotiate_headers,
+};
+use hasivu_metrics::{MetricsLayer, MonitorHandle, PerformanceAnalytics, SystemMonitor};
+use hasivu_pool::{Pool, PoolConfig, PoolManager, PostgresManager, RedisManager, SqliteManager};
+use hasivu_ratelimit::{
+    Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
+    http::{ClientIpKey, RateLimitLayer, UserOrIp},
+    shield::{LocalBlocklist, RedisBlocklist, ShieldLayer},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+use crate::api::{
+    auth::{AuthLayer, Tokens},
+    config::Config,
+    db::{Db, DbError, MenuItem, PaymentMethod, School, today, weekday},
+    layers::{AnyBlocklist, AnyStore, ApiRoutes},
+    routes,
+};
+
+/// A failure at start.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Today's menus of every school, as cached under `menu:daily:current`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct DailyMenus {
+    /// Day number (days since the Unix epoch).
+    pub day: i64,
+    /// Per school: id and items.
+    pub schools: Vec<(i64, Vec<MenuItem>)>,
+}
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The database.
+    pub db: Db,
+    /// The Redis pool (with `REDIS_URL`).
+    pub redis: Option<Pool<RedisManager>>,
+    /// Every pool, for status and draining.
+    pub pools: PoolManager,
+    /// The cache (L1, and L2 with Redis).
+    pub cache: Cache,
+    /// Token signer.
+    pub tokens: Tokens,
+    /// Rolling per-route statistics.
+    pub analytics: PerformanceAnalytics,
+    /// System samples.
+    pub monitor: Arc<MonitorHandle>,
+    /// Prometheus exporter.
+    pub prometheus: PrometheusHandle,
+    /// Set once warm.
+    pub ready: Arc<AtomicBool>,
+    /// When the state was built.
+    pub started: Instant,
+}
+
+/// The process-wide Prometheus recorder, installed once (the `metrics`
+/// facade has one global recorder), with its upkeep on a thread of its own
+/// so it outlives any runtime.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http.server.request.duration".into()),
+                    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0],
+                )
+                .and_then(|b| b.set_buckets(&[0.005, 0.025, 0.1, 0.5, 2.5, 10.0]))
+                .expect("non-empty buckets")
+                .idle_timeout(metrics_util::MetricKindMask::ALL, Some(Duration::from_secs(600)));
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(error) => {
+                    // Another recorder is installed: render our own, unregistered.
+                    tracing::warn!(%error, "metrics recorder already installed; /metrics shows only this exporter's series");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            };
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("prometheus-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn the upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+fn quota((limit, secs): (u32, u64)) -> Quota {
+    Quota::new(limit, Duration::from_secs(secs.max(1)))
+}
+
+/// The report's policies with the configured quotas: general, and
+/// stricter ones for login (burst 5) and payments (burst 10).
+pub fn policies(config: &Config) -> Policies {
+    let login = quota(config.rate_login);
+    let payments = quota(config.rate_payments);
+    Policies::new(Policy::new("general", quota(config.rate_general)))
+        .route(
+            Some("POST"),
+            "/auth/login",
+            Policy::new("login", login.burst(5.min(login.limit()))),
+        )
+        .route(
+            Some("POST"),
+            "/payments/*",
+            Policy::new("payments", payments.burst(10.min(payments.limit()))),
+        )
+}
+
+impl AppState {
+    /// Connects, migrates, seeds and warms up; see the crate docs.
+    ///
+    /// # Errors
+    ///
+    /// A store that cannot be built or a database that cannot be migrated.
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        let started = Instant::now();
+        let prometheus = prometheus();
+        let pools = PoolManager::report_defaults()
+            .kind(
+                "database",
+                PoolConfig::default()
+                    .max_size(8)
+                    .min_idle(2)
+                    .acquire_timeout(Duration::from_secs(5)),
+            )
+            .kind(
+                "redis",
+                PoolConfig::default()
+                    .max_size(4)
+                    .min_idle(1)
+                    .acquire_timeout(Duration::from_secs(2)),
+            );
+        let db = match &config.database_url {
+            Some(url) => {
+                Db::Postgres(pools.pool("database", "postgres", PostgresManager::from_url(url)?))
+            }
+            None => {
+                let manager = match &config.sqlite_path {
+                    Some(path) => SqliteManager::new(path),
+                    None => SqliteManager::memory(&format!("hasivu-{}", next_id())),
+                };
+                Db::Sqlite(pools.pool("database", "sqlite", manager))
+            }
+        };
+        let seeded = db.migrate_and_seed(config.users, config.menu_items).await?;
+        tracing::info!(database = db.kind(), seeded, "database ready");
+
+        let redis = match &config.redis_url {
+            Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)),
+            None => None,
+        };
+        let mut cache = Cache::builder()
+            .name("api")
+            .rules(InvalidationRules::report_defaults());
+        if let Some(url) = &config.redis_url {
+            cache = cache
+                .redis(url.clone())
+                .key_prefix(config.redis_prefix.clone());
+        }
+        let cache = cache.build()?;
+        let tokens = Tokens::new(config.token_secret.as_deref(), config.token_ttl);
+        let analytics = PerformanceAnalytics::new();
+        let monitor = {
+            let pools = pools.clone();
+            let cache = cache.clone();
+            SystemMonitor::new()
+                .provider("pools", move || {
+                    pools
+                        .status()
+                        .into_iter()
+                        .flat_map(|e| {
+                            let name = format!("{}.{}", e.kind, e.key);
+                            [
+                                (format!("{name}.size"), e.status.size as f64),
+                                (format!("{name}.in_use"), e.status.in_use as f64),
+                                (format!("{name}.waiters"), e.status.waiters as f64),
+                            ]
+                        })
+                        .collect()
+                })
+                .provider("cache", move || {
+                    let s = cache.stats();
+                    vec![
+                        ("hits".to_owned(), (s.l1_hits + s.l2_hits) as f64),
+                        ("misses".to_owned(), s.misses as f64),
+                        ("hit_rate".to_owned(), s.hit_rate().unwrap_or(0.0)),
+                    ]
+                })
+                .interval(Duration::from_secs(2))
+                .spawn()
+        };
+        let state = Self {
+            config: Arc::new(config),
+            db,
+            redis,
+            pools,
+            cache,
+            tokens,
+            analytics,
+            monitor: Arc::new(monitor),
+            prometheus,
+            ready: Arc::new(AtomicBool::new(false)),
+            started,
+        };
+        state.warm().await;
+        Ok(state)
+    }
+
+    /// Report 5.1: the critical cache keys and the pools' minimum idle
+    /// connections, before the API says it is ready.
+    pub async fn warm(&self) {
+        let options = EntryOptions::new(self.config.menu_ttl).fail_safe(Duration::from_secs(3600));
+        let db = self.db.clone();
+        self.cache
+            .add_warmer("menu:daily:current", options.clone(), move || {
+                let db = db.clone();
+                async move { load_menus(&db).await }
+            });
+        let db = self.db.clone();
+        self.cache
+            .add_warmer("school:active:list", options.clone(), move || {
+                let db = db.clone();
+                async move { db.schools().await }
+            });
+        let db = self.db.clone();
+        self.cache
+            .add_warmer("payment:methods:default", options, move || {
+                let db = db.clone();
+                async move { db.payment_methods().await }
+            });
+        let redis_warm = async {
+            if let Some(pool) = &self.redis {
+                let n = pool.config().min_idle;
+                drop(futures_util::future::join_all((0..n).map(|_| pool.get())).await);
+            }
+        };
+        let (report, (), ()) = tokio::join!(self.cache.warm(), self.db.warm(), redis_warm);
+        for (key, error) in &report.failed {
+            tracing::warn!(key, %error, "warmup failed");
+        }
+        self.ready.store(report.is_ready(), Ordering::Release);
+    }
+
+    /// Whether warmup has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Today's menus, from the cache (loaded from the database on a miss).
+    ///
+    /// # Errors
+    ///
+    /// The database's error when nothing is cached.
+    pub async fn menus(&self) -> Result<DailyMenus, hasivu_cache::Error> {
+        let options = EntryOptions::new(self.config.menu_ttl).fail_safe(Duration::from_secs(3600));
+        let db = self.db.clone();
+        self.cache
+            .get_or_load("menu:daily:current", &options, move || async move {
+                load_menus(&db).await
+            })
+            .await
+    }
+
+    /// Active schools, from the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`menus`](Self::menus).
+    pub async fn schools(&self) -> Result<Vec<School>, hasivu_cache::Error> {
+        let options = EntryOptions::new(Duration::from_secs(600));
+        let db = self.db.clone();
+        self.cache
+            .get_or_load("school:active:list", &options, move || async move {
+                db.schools().await
+            })
+            .await
+    }
+
+    /// Payment methods, from the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`menus`](Self::menus).
+    pub async fn payment_methods(&self) -> Result<Vec<PaymentMethod>, hasivu_cache::Error> {
+        let options = EntryOptions::new(Duration::from_secs(600));
+        let db = self.db.clone();
+        self.cache
+            .get_or_load("payment:methods:default", &options, move || async move {
+                db.payment_methods().await
+            })
+            .await
+    }
+}
+
+async fn load_menus(db: &Db) -> Result<DailyMenus, DbError> {
+    let day = today();
+    Ok(DailyMenus {
+        day,
+        schools: db.menus(weekday(day)).await?,
+    })
+}
+
+fn next_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The coding the compression layer will choose, for the cache's key.
+fn negotiated(headers: &http::HeaderMap) -> String {
+    negotiate_headers(headers, Coding::DEFAULT_PREFERENCE)
+        .as_str()
+        .to_owned()
+}
+
+/// The router: routes, and inside it the cache and compression layers.
+pub fn app(state: AppState) -> Router {
+    let menu_policy = RoutePolicy::new(state.config.menu_ttl)
+        .namespace("menu:daily:")
+        // One entry per school, shared by everyone of that school: the
+        // verified token's school, put there by the auth layer.
+        .per_user(|parts| {
+            parts
+                .extensions
+                .get::<crate::api::auth::Claims>()
+                .map(|claims| format!("school-{}", claims.school))
+        });
+    let cache_layer = CacheLayer::new(state.cache.clone())
+        .route("/menu/daily", menu_policy)
+        .accept_encoding(negotiated);
+    Router::new()
+        .route("/", get(routes::dashboard::index))
+        .route("/health", get(routes::health::health))
+        .route("/auth/login", post(routes::auth::login))
+        .route("/menu/daily", get(routes::menu::daily))
+        .route(
+            "/users/{id}",
+            get(routes::users::user).layer(FieldSelectionLayer::new()),
+        )
+        .route("/orders/create", post(routes::orders::create))
+        .route("/payments/create", post(routes::payments::create))
+        .route("/metrics", get(routes::dashboard::metrics))
+        .route("/dashboard", get(routes::dashboard::page))
+        .route("/dashboard/data", get(routes::dashboard::data))
+        .with_state(state)
+        .layer(CompressionLayer::new())
+        .layer(cache_layer)
+}
+
+/// The limiter: local, or in Redis with a local fallback.
+///
+/// # Errors
+///
+/// An invalid Redis URL.
+pub fn limiter(config: &Config) -> Result<Limiter<AnyStore>, BoxError> {
+    let store = match &config.redis_url {
+        Some(url) => AnyStore::Redis(
+            RedisStore::builder(url.clone())
+                .prefix(format!("{}rl:", config.redis_prefix))
+                .build()?,
+        ),
+        None => AnyStore::Local(LocalStore::new()),
+    };
+    Ok(Limiter::builder()
+        .store(store)
+        .policies(policies(config))
+        .tiers(Tiers::report_defaults())
+        .build())
+}
+
+/// The shield's blocklist: local, or in Redis.
+///
+/// # Errors
+///
+/// An invalid Redis URL.
+pub fn blocklist(config: &Config) -> Result<AnyBlocklist, BoxError> {
+    Ok(match &config.redis_url {
+        Some(url) => AnyBlocklist::Redis(
+            RedisBlocklist::builder(url.clone())
+                .prefix(format!("{}shield:", config.redis_prefix))
+                .build()?,
+        ),
+        None => AnyBlocklist::Local(LocalBlocklist::new()),
+    })
+}
+
+/// Serves the full stack (see [`layers`](crate::api::layers)) on
+/// `listener` until `shutdown` resolves; then stops accepting, lets
+/// in-flight requests finish for up to the configured grace, and drains
+/// the pools.
+///
+/// # Errors
+///
+/// The limiter or blocklist could not be built, or the server failed.
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Result<(), BoxError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let config = Arc::clone(&state.config);
+    let limiter = limiter(&config)?;
+    let blocklist = blocklist(&config)?;
+    let pools = state.pools.clone();
+    let analytics = state.analytics.clone();
+    let service = ServiceBuilder::new()
+        // axum::serve takes axum's own body type.
+        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+        .layer(
+            MetricsLayer::new()
+                .analytics(analytics)
+                .route(ApiRoutes)
+                .response_time_header(true),
+        )
+        .layer(ShieldLayer::new().blocklist(blocklist))
+        .layer(AuthLayer::new(state.tokens.clone()))
+        .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(ClientIpKey::default())))
+        .layer(RequestDecompressionLayer::new().limit(config.max_body_bytes))
+        .service(app(state));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(service),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut server => {
+            result??;
+        }
+        () = shutdown => {
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(result) => result??,
+                Err(_) => {
+                    tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
+                    server.abort();
+                }
+            }
+        }
+    }
+    for (kind, key, report) in pools.drain(config.shutdown_grace).await {
+        tracing::info!(kind, key, ?report, "pool drained");
+    }
+    Ok(())
+}
+
+/// Resolves on ctrl-c or `SIGTERM`.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

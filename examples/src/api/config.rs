@@ -1,0 +1,177 @@
+//! Settings, read from the environment (see the table in the README).
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Everything the API can be told at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (`HASIVU_ADDR`, default `127.0.0.1:8080`).
+    pub addr: SocketAddr,
+    /// `DATABASE_URL`: a `postgres://` URL switches from SQLite to
+    /// PostgreSQL.
+    pub database_url: Option<String>,
+    /// `HASIVU_SQLITE_PATH`: the SQLite file (default: a shared in-memory
+    /// database, seeded at every start).
+    pub sqlite_path: Option<String>,
+    /// `REDIS_URL`: puts the L2 cache, the limiter, the blocklist and the
+    /// backplane in Redis.
+    pub redis_url: Option<String>,
+    /// `HASIVU_REDIS_PREFIX` (default `hasivu:`): the prefix of every Redis
+    /// key the limiter and the blocklist write; instances that share limits
+    /// share it.
+    pub redis_prefix: String,
+    /// `HASIVU_TOKEN_SECRET`: the HMAC key of the login tokens (random when
+    /// absent; tokens then die with the process).
+    pub token_secret: Option<String>,
+    /// `HASIVU_TOKEN_TTL_SECS` (default 3600).
+    pub token_ttl: Duration,
+    /// `HASIVU_RATE_GENERAL` (`limit/seconds`, default `1000/900`).
+    pub rate_general: (u32, u64),
+    /// `HASIVU_RATE_LOGIN` (default `10/900`, burst 5).
+    pub rate_login: (u32, u64),
+    /// `HASIVU_RATE_PAYMENTS` (default `30/900`, burst 10).
+    pub rate_payments: (u32, u64),
+    /// `HASIVU_USERS` (default 1000): seeded users, each with a student.
+    pub users: u32,
+    /// `HASIVU_MENU_ITEMS` (default 100): menu items per school and day.
+    pub menu_items: u32,
+    /// `HASIVU_MAX_BODY_BYTES` (default 1 MiB): larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// `HASIVU_SHUTDOWN_GRACE_SECS` (default 10): how long in-flight
+    /// requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// `HASIVU_MENU_TTL_SECS` (default 60): how long a menu answer is cached.
+    pub menu_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            sqlite_path: None,
+            redis_url: None,
+            redis_prefix: "hasivu:".to_owned(),
+            token_secret: None,
+            token_ttl: Duration::from_secs(3600),
+            rate_general: (1000, 900),
+            rate_login: (10, 900),
+            rate_payments: (30, 900),
+            users: 1000,
+            menu_items: 100,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            menu_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A setting that could not be read.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the environment; unset variables keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but cannot be parsed, named in the message.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError(format!("{name}: cannot parse {value:?}")))
+        }
+        fn rate(name: &str, value: &str) -> Result<(u32, u64), ConfigError> {
+            let (limit, secs) = value.split_once('/').ok_or_else(|| {
+                ConfigError(format!("{name}: expected limit/seconds, got {value:?}"))
+            })?;
+            Ok((parse(name, limit)?, parse(name, secs)?))
+        }
+        if let Some(v) = get("HASIVU_ADDR") {
+            config.addr = parse("HASIVU_ADDR", &v)?;
+        }
+        config.database_url = get("DATABASE_URL");
+        config.sqlite_path = get("HASIVU_SQLITE_PATH");
+        config.redis_url = get("REDIS_URL");
+        if let Some(v) = get("HASIVU_REDIS_PREFIX") {
+            config.redis_prefix = v;
+        }
+        config.token_secret = get("HASIVU_TOKEN_SECRET");
+        if let Some(v) = get("HASIVU_TOKEN_TTL_SECS") {
+            config.token_ttl = Duration::from_secs(parse("HASIVU_TOKEN_TTL_SECS", &v)?);
+        }
+        if let Some(v) = get("HASIVU_RATE_GENERAL") {
+            config.rate_general = rate("HASIVU_RATE_GENERAL", &v)?;
+        }
+        if let Some(v) = get("HASIVU_RATE_LOGIN") {
+            config.rate_login = rate("HASIVU_RATE_LOGIN", &v)?;
+        }
+        if let Some(v) = get("HASIVU_RATE_PAYMENTS") {
+            config.rate_payments = rate("HASIVU_RATE_PAYMENTS", &v)?;
+        }
+        if let Some(v) = get("HASIVU_USERS") {
+            config.users = parse("HASIVU_USERS", &v)?;
+        }
+        if let Some(v) = get("HASIVU_MENU_ITEMS") {
+            config.menu_items = parse("HASIVU_MENU_ITEMS", &v)?;
+        }
+        if let Some(v) = get("HASIVU_MAX_BODY_BYTES") {
+            config.max_body_bytes = parse("HASIVU_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = get("HASIVU_SHUTDOWN_GRACE_SECS") {
+            config.shutdown_grace = Duration::from_secs(parse("HASIVU_SHUTDOWN_GRACE_SECS", &v)?);
+        }
+        if let Some(v) = get("HASIVU_MENU_TTL_SECS") {
+            config.menu_ttl = Duration::from_secs(parse("HASIVU_MENU_TTL_SECS", &v)?);
+        }
+        if let Some(url) = &config.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(format!(
+                "DATABASE_URL: only postgres:// URLs are supported, got {url:?}"
+            )));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variables_keep_the_defaults_and_set_ones_are_parsed() {
+        let config = Config::from_lookup(|name| match name {
+            "HASIVU_ADDR" => Some("0.0.0.0:9000".into()),
+            "HASIVU_RATE_LOGIN" => Some("3/60".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.addr.port(), 9000);
+        assert_eq!(config.rate_login, (3, 60));
+        assert_eq!(config.rate_general, (1000, 900));
+        let bad = Config::from_lookup(|name| (name == "HASIVU_USERS").then(|| "many".into()));
+        assert!(bad.unwrap_err().0.starts_with("HASIVU_USERS"));
+    }
+}

@@ -1,0 +1,365 @@
+//! The queries on PostgreSQL, with statements prepared once per connection
+//! ([`PostgresConnection::prepare_cached`](hasivu_pool::PostgresConnection::prepare_cached)).
+
+use hasivu_pool::{Pool, PostgresManager};
+use tokio_postgres::{Row, types::ToSql};
+
+use super::{
+    Answer, DbError, Idempotency, LoginRow, MenuItem, NewOrder, NewPayment, PaymentMethod, School,
+    Student, UserProfile, check_line, now_secs, order_body, schema,
+    seed::{DEMO_PASSWORD_HASH, SeedData},
+    today,
+};
+
+async fn query(
+    pool: &Pool<PostgresManager>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, DbError> {
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let statement = conn.prepare_cached(sql).await.map_err(DbError::from)?;
+    conn.client()
+        .query(&statement, params)
+        .await
+        .map_err(DbError::from)
+}
+
+pub(super) async fn ping(pool: &Pool<PostgresManager>) -> Result<(), DbError> {
+    query(pool, "SELECT 1", &[]).await.map(|_| ())
+}
+
+pub(super) async fn migrate_and_seed(
+    pool: &Pool<PostgresManager>,
+    users: u32,
+    items: u32,
+) -> Result<bool, DbError> {
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let client = conn.client_mut();
+    // One migrating instance at a time.
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    tx.execute("SELECT pg_advisory_xact_lock(4242)", &[])
+        .await
+        .map_err(DbError::from)?;
+    tx.batch_execute(schema::POSTGRES)
+        .await
+        .map_err(DbError::from)?;
+    let seeded: i64 = tx
+        .query_one("SELECT COUNT(*) FROM schools", &[])
+        .await
+        .map_err(DbError::from)?
+        .get(0);
+    if seeded > 0 {
+        tx.commit().await.map_err(DbError::from)?;
+        return Ok(false);
+    }
+    let data = SeedData::generate(users, items);
+    let ids: Vec<i64> = data.schools.iter().map(|s| s.id).collect();
+    let names: Vec<&str> = data.schools.iter().map(|s| s.name.as_str()).collect();
+    let cities: Vec<&str> = data.schools.iter().map(|s| s.city.as_str()).collect();
+    tx.execute(
+        "INSERT INTO schools SELECT id, name, city, true FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, name, city)",
+        &[&ids, &names, &cities],
+    )
+    .await
+    .map_err(DbError::from)?;
+    let u = &data.users;
+    let ids: Vec<i64> = u.iter().map(|x| x.id).collect();
+    let emails: Vec<&str> = u.iter().map(|x| x.email.as_str()).collect();
+    let names: Vec<&str> = u.iter().map(|x| x.name.as_str()).collect();
+    let roles: Vec<&str> = u.iter().map(|x| x.role.as_str()).collect();
+    let tiers: Vec<&str> = u.iter().map(|x| x.tier.as_str()).collect();
+    let schools: Vec<i64> = u.iter().map(|x| x.school_id).collect();
+    let hash = DEMO_PASSWORD_HASH.trim();
+    tx.execute(
+        "INSERT INTO users SELECT id, email, $2, name, role, tier, school_id, true
+         FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+         AS t(id, email, name, role, tier, school_id)",
+        &[&ids, &hash, &emails, &names, &roles, &tiers, &schools],
+    )
+    .await
+    .map_err(DbError::from)?;
+    let codes: Vec<String> = u.iter().map(|x| format!("STU-{:06}", x.id)).collect();
+    let snames: Vec<&str> = u.iter().map(|x| x.student_name.as_str()).collect();
+    let grades: Vec<i64> = u.iter().map(|x| x.grade).collect();
+    tx.execute(
+        "INSERT INTO students SELECT id, id, code, name, grade
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS t(id, code, name, grade)",
+        &[&ids, &codes, &snames, &grades],
+    )
+    .await
+    .map_err(DbError::from)?;
+    let m = &data.menu;
+    let col = |f: fn(&super::seed::MenuRow) -> i64| m.iter().map(f).collect::<Vec<i64>>();
+    let (ids, schools, days, prices, cals, left) = (
+        col(|x| x.id),
+        col(|x| x.school_id),
+        col(|x| x.weekday),
+        col(|x| x.price_cents),
+        col(|x| x.calories),
+        col(|x| x.portions_left),
+    );
+    let names: Vec<&str> = m.iter().map(|x| x.name.as_str()).collect();
+    let descs: Vec<&str> = m.iter().map(|x| x.description.as_str()).collect();
+    let cats: Vec<&str> = m.iter().map(|x| x.category.as_str()).collect();
+    let allergens: Vec<&str> = m.iter().map(|x| x.allergens.as_str()).collect();
+    let veg: Vec<bool> = m.iter().map(|x| x.vegetarian).collect();
+    tx.execute(
+        "INSERT INTO menu_items SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+         $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bool[], $11::bigint[])",
+        &[&ids, &schools, &days, &names, &descs, &cats, &prices, &cals, &allergens, &veg, &left],
+    )
+    .await
+    .map_err(DbError::from)?;
+    for (code, name) in &data.payment_methods {
+        tx.execute(
+            "INSERT INTO payment_methods VALUES ($1, $2, true)",
+            &[code, name],
+        )
+        .await
+        .map_err(DbError::from)?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(true)
+}
+
+pub(super) async fn login(
+    pool: &Pool<PostgresManager>,
+    email: &str,
+) -> Result<Option<LoginRow>, DbError> {
+    let rows = query(pool, schema::LOGIN, &[&email, &true]).await?;
+    Ok(rows.first().map(|r| LoginRow {
+        id: r.get(0),
+        password_hash: r.get(1),
+        school_id: r.get(2),
+        role: r.get(3),
+        tier: r.get(4),
+    }))
+}
+
+pub(super) async fn user_profile(
+    pool: &Pool<PostgresManager>,
+    id: i64,
+) -> Result<Option<UserProfile>, DbError> {
+    let rows = query(pool, schema::USER_PROFILE, &[&id, &true]).await?;
+    Ok(rows.first().map(|r| UserProfile {
+        id: r.get(0),
+        email: r.get(1),
+        name: r.get(2),
+        role: r.get(3),
+        tier: r.get(4),
+        school: School {
+            id: r.get(5),
+            name: r.get(6),
+            city: r.get(7),
+        },
+        student: r.get::<_, Option<i64>>(8).map(|id| Student {
+            id,
+            student_code: r.get(9),
+            name: r.get(10),
+            grade: r.get(11),
+        }),
+    }))
+}
+
+pub(super) async fn menu(
+    pool: &Pool<PostgresManager>,
+    school: i64,
+    weekday: i64,
+) -> Result<Vec<MenuItem>, DbError> {
+    let rows = query(pool, schema::MENU, &[&school, &weekday]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| MenuItem {
+            id: r.get(0),
+            name: r.get(1),
+            description: r.get(2),
+            category: r.get(3),
+            price_cents: r.get(4),
+            calories: r.get(5),
+            allergens: r
+                .get::<_, String>(6)
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            vegetarian: r.get(7),
+            portions_left: r.get(8),
+        })
+        .collect())
+}
+
+pub(super) async fn schools(pool: &Pool<PostgresManager>) -> Result<Vec<School>, DbError> {
+    let rows = query(pool, schema::SCHOOLS, &[&true]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| School {
+            id: r.get(0),
+            name: r.get(1),
+            city: r.get(2),
+        })
+        .collect())
+}
+
+pub(super) async fn payment_methods(
+    pool: &Pool<PostgresManager>,
+) -> Result<Vec<PaymentMethod>, DbError> {
+    let rows = query(pool, schema::PAYMENT_METHODS, &[&true]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| PaymentMethod {
+            code: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
+}
+
+async fn stored(
+    tx: &tokio_postgres::Transaction<'_>,
+    idem: &Idempotency,
+) -> Result<Option<Answer>, DbError> {
+    // Concurrent requests with one key queue here until the first commits.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&idem.key])
+        .await
+        .map_err(DbError::from)?;
+    let rows = tx
+        .query(schema::IDEM_GET, &[&idem.key])
+        .await
+        .map_err(DbError::from)?;
+    Ok(rows
+        .first()
+        .map(|r| Answer::replay((r.get(0), r.get(1), r.get(2)), idem)))
+}
+
+async fn store(
+    tx: &tokio_postgres::Transaction<'_>,
+    idem: &Idempotency,
+    answer: &Answer,
+) -> Result<(), DbError> {
+    tx.execute(
+        schema::IDEM_PUT,
+        &[
+            &idem.key,
+            &idem.fingerprint,
+            &i64::from(answer.status),
+            &answer.body.to_string(),
+            &now_secs(),
+        ],
+    )
+    .await
+    .map_err(DbError::from)?;
+    Ok(())
+}
+
+pub(super) async fn create_order(
+    pool: &Pool<PostgresManager>,
+    order: NewOrder,
+    idem: Option<Idempotency>,
+) -> Result<Answer, DbError> {
+    let today = today();
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    // Locked: two orders cannot both take the last portions.
+    let item_stmt = conn
+        .prepare_cached(&format!("{} FOR UPDATE", schema::MENU_ITEM))
+        .await
+        .map_err(DbError::from)?;
+    let tx = conn
+        .client_mut()
+        .transaction()
+        .await
+        .map_err(DbError::from)?;
+    if let Some(idem) = &idem
+        && let Some(answer) = stored(&tx, idem).await?
+    {
+        return Ok(answer);
+    }
+    let mut lines = Vec::with_capacity(order.lines.len());
+    let mut total = 0;
+    for (index, line) in order.lines.iter().enumerate() {
+        let rows = tx
+            .query(&item_stmt, &[&line.menu_item_id])
+            .await
+            .map_err(DbError::from)?;
+        let row = rows
+            .first()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
+        match check_line(index, line, row, order.school_id, today) {
+            Ok((name, price)) => {
+                total += price * line.quantity;
+                lines.push((line.menu_item_id, name, line.quantity, price));
+            }
+            Err(answer) => return Ok(answer),
+        }
+    }
+    let order_id: i64 = tx
+        .query_one(
+            schema::INSERT_ORDER,
+            &[
+                &order.user_id,
+                &order.school_id,
+                &total,
+                &order.notes,
+                &now_secs(),
+            ],
+        )
+        .await
+        .map_err(DbError::from)?
+        .get(0);
+    for (id, _, qty, price) in &lines {
+        tx.execute(schema::INSERT_ORDER_ITEM, &[&order_id, id, qty, price])
+            .await
+            .map_err(DbError::from)?;
+        tx.execute(schema::TAKE_PORTIONS, &[qty, id])
+            .await
+            .map_err(DbError::from)?;
+    }
+    let answer = Answer::new(201, order_body(order_id, total, &lines));
+    if let Some(idem) = &idem {
+        store(&tx, idem, &answer).await?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(answer)
+}
+
+pub(super) async fn create_payment(
+    pool: &Pool<PostgresManager>,
+    payment: NewPayment,
+    idem: Idempotency,
+) -> Result<Answer, DbError> {
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let tx = conn
+        .client_mut()
+        .transaction()
+        .await
+        .map_err(DbError::from)?;
+    if let Some(answer) = stored(&tx, &idem).await? {
+        return Ok(answer);
+    }
+    let rows = tx
+        .query(
+            "SELECT user_id, status, total_cents FROM orders WHERE id = $1 FOR UPDATE",
+            &[&payment.order_id],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let order = rows.first().map(|r| (r.get(0), r.get(1), r.get(2)));
+    let answer = match super::payment_decision(&payment, order) {
+        Err(answer) => answer,
+        Ok(amount) => {
+            let id: i64 = tx
+                .query_one(
+                    schema::INSERT_PAYMENT,
+                    &[&payment.order_id, &amount, &payment.method, &now_secs()],
+                )
+                .await
+                .map_err(DbError::from)?
+                .get(0);
+            tx.execute(schema::ORDER_PAID, &[&payment.order_id])
+                .await
+                .map_err(DbError::from)?;
+            Answer::new(201, super::payment_body(id, &payment, amount))
+        }
+    };
+    store(&tx, &idem, &answer).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(answer)
+}

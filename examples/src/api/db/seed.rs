@@ -1,0 +1,236 @@
+//! Deterministic demo data: the same rows at every start, on both databases.
+
+/// The password of every seeded user.
+pub const DEMO_PASSWORD: &str = "hasivu-demo";
+
+/// The argon2id hash of [`DEMO_PASSWORD`] (m = 19 MiB, t = 2, p = 1, the
+/// OWASP minimum), computed once and stored with every seeded user, so that
+/// seeding costs no hashing and start-up stays fast. Logins verify against
+/// it for real.
+pub const DEMO_PASSWORD_HASH: &str = include_str!("demo_password_hash.txt");
+
+/// The demo accounts printed at start: email, role, tier.
+pub const DEMO_ACCOUNTS: [(&str, &str, &str); 4] = [
+    ("admin@hasivu.example", "admin", "admin"),
+    ("parent@hasivu.example", "parent", "free"),
+    ("premium@hasivu.example", "parent", "premium"),
+    ("staff@hasivu.example", "staff", "free"),
+];
+
+/// A school row.
+#[derive(Clone, Debug)]
+pub struct SchoolRow {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// City.
+    pub city: String,
+}
+
+/// A user row with its student.
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    /// Id (also the student's id).
+    pub id: i64,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `admin`, `staff` or `parent`.
+    pub role: String,
+    /// Rate-limit tier.
+    pub tier: String,
+    /// School.
+    pub school_id: i64,
+    /// The student's name.
+    pub student_name: String,
+    /// The student's grade.
+    pub grade: i64,
+}
+
+/// A menu item row.
+#[derive(Clone, Debug)]
+pub struct MenuRow {
+    /// Id.
+    pub id: i64,
+    /// School.
+    pub school_id: i64,
+    /// 0 = Monday … 6 = Sunday.
+    pub weekday: i64,
+    /// Dish.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Category.
+    pub category: String,
+    /// Price in paise.
+    pub price_cents: i64,
+    /// Calories.
+    pub calories: i64,
+    /// Comma-separated allergens.
+    pub allergens: String,
+    /// Vegetarian.
+    pub vegetarian: bool,
+    /// Portions left.
+    pub portions_left: i64,
+}
+
+/// Everything to insert.
+#[derive(Clone, Debug)]
+pub struct SeedData {
+    /// Schools.
+    pub schools: Vec<SchoolRow>,
+    /// Users and students.
+    pub users: Vec<UserRow>,
+    /// Menu items for every school and weekday.
+    pub menu: Vec<MenuRow>,
+    /// Payment methods: code, name.
+    pub payment_methods: Vec<(String, String)>,
+}
+
+const SCHOOLS: [(&str, &str); 3] = [
+    ("Vidya Niketan Public School", "Bengaluru"),
+    ("Sri Sharada Vidyalaya", "Mysuru"),
+    ("Green Valley International", "Mangaluru"),
+];
+const FIRST: [&str; 10] = [
+    "Asha", "Ravi", "Meera", "Kiran", "Divya", "Arjun", "Lakshmi", "Rahul", "Priya", "Vikram",
+];
+const LAST: [&str; 8] = [
+    "Rao", "Shetty", "Hegde", "Nair", "Iyer", "Gowda", "Kamath", "Bhat",
+];
+const DISHES: [(&str, &str, bool); 20] = [
+    ("Ragi Mudde", "main", true),
+    ("Bisi Bele Bath", "main", true),
+    ("Vegetable Pulao", "main", true),
+    ("Curd Rice", "main", true),
+    ("Lemon Rice", "main", true),
+    ("Chapati with Dal", "main", true),
+    ("Idli Sambar", "breakfast", true),
+    ("Masala Dosa", "breakfast", true),
+    ("Upma", "breakfast", true),
+    ("Poha", "breakfast", true),
+    ("Egg Curry with Rice", "main", false),
+    ("Chicken Biryani", "main", false),
+    ("Fish Curry Meals", "main", false),
+    ("Sprouts Salad", "side", true),
+    ("Cucumber Raita", "side", true),
+    ("Banana", "fruit", true),
+    ("Seasonal Fruit Bowl", "fruit", true),
+    ("Buttermilk", "drink", true),
+    ("Ragi Malt", "drink", true),
+    ("Payasam", "dessert", true),
+];
+const STYLES: [&str; 5] = [
+    "Classic",
+    "Home-style",
+    "Mildly Spiced",
+    "Millet",
+    "Festive",
+];
+const ALLERGENS: [&str; 5] = ["", "dairy", "gluten", "nuts", "dairy,nuts"];
+
+impl SeedData {
+    /// The data for `users` users and `items` menu items per school and day.
+    pub fn generate(users: u32, items: u32) -> Self {
+        let schools = SCHOOLS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, city))| SchoolRow {
+                id: i as i64 + 1,
+                name: (*name).to_owned(),
+                city: (*city).to_owned(),
+            })
+            .collect::<Vec<_>>();
+        let users = (1..=i64::from(users.max(DEMO_ACCOUNTS.len() as u32)))
+            .map(|id| {
+                let n = id as usize;
+                let first = FIRST[n % FIRST.len()];
+                let last = LAST[(n / FIRST.len()) % LAST.len()];
+                let (email, role, tier) = match DEMO_ACCOUNTS.get(n - 1) {
+                    Some((email, role, tier)) => {
+                        ((*email).to_owned(), (*role).to_owned(), (*tier).to_owned())
+                    }
+                    None => (
+                        format!("user{id}@hasivu.example"),
+                        "parent".to_owned(),
+                        if id % 10 == 0 { "premium" } else { "free" }.to_owned(),
+                    ),
+                };
+                UserRow {
+                    id,
+                    email,
+                    name: format!("{first} {last}"),
+                    role,
+                    tier,
+                    school_id: if n <= DEMO_ACCOUNTS.len() {
+                        1
+                    } else {
+                        (id % 3) + 1
+                    },
+                    student_name: format!("{} {last}", FIRST[(n * 7 + 3) % FIRST.len()]),
+                    grade: (id % 10) + 1,
+                }
+            })
+            .collect();
+        let mut menu = Vec::new();
+        let mut id = 0;
+        for school in &schools {
+            for weekday in 0..7 {
+                for i in 0..i64::from(items) {
+                    id += 1;
+                    let (dish, category, vegetarian) =
+                        DISHES[((i + weekday * 3 + school.id) as usize) % DISHES.len()];
+                    let style = STYLES[(i as usize / DISHES.len()) % STYLES.len()];
+                    menu.push(MenuRow {
+                        id,
+                        school_id: school.id,
+                        weekday,
+                        name: format!("{style} {dish}"),
+                        description: format!(
+                            "{dish}, freshly prepared in the {} kitchen; {category} portion for grades 1-10, no added preservatives.",
+                            school.city
+                        ),
+                        category: category.to_owned(),
+                        price_cents: 2500 + (id * 37) % 6000,
+                        calories: 120 + (id * 53) % 480,
+                        allergens: ALLERGENS[(id as usize) % ALLERGENS.len()].to_owned(),
+                        vegetarian,
+                        portions_left: 200 + (id * 11) % 300,
+                    });
+                }
+            }
+        }
+        let payment_methods = [
+            ("card", "Debit or credit card"),
+            ("upi", "UPI"),
+            ("wallet", "HASIVU wallet"),
+        ]
+        .iter()
+        .map(|(c, n)| ((*c).to_owned(), (*n).to_owned()))
+        .collect();
+        Self {
+            schools,
+            users,
+            menu,
+            payment_methods,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_is_deterministic_and_sized_as_documented() {
+        let a = SeedData::generate(1000, 100);
+        let b = SeedData::generate(1000, 100);
+        assert_eq!(a.users.len(), 1000);
+        assert_eq!(a.schools.len(), 3);
+        assert_eq!(a.menu.len(), 3 * 7 * 100);
+        assert_eq!(a.users[1].email, "parent@hasivu.example");
+        assert_eq!(a.menu[57].name, b.menu[57].name);
+    }
+}

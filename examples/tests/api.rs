@@ -1,0 +1,346 @@
+//! End-to-end tests of the HASIVU API on SQLite, over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, config, decode, first_item, header, login, start};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_order_payment_with_cache_invalidation_and_idempotent_replays() {
+    let app = start(config()).await;
+    let http = client();
+
+    let health = http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["ready"], true);
+    assert_eq!(health["checks"]["database"]["ok"], true);
+
+    let token = login(&http, &app, "parent@hasivu.example").await;
+    let menu = |token: String| {
+        let http = http.clone();
+        let url = app.url("/menu/daily");
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let first = menu(token.clone()).await;
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["count"], 100);
+    assert_eq!(body["school"]["id"], 1);
+    assert_eq!(header(&menu(token.clone()).await, "x-cache"), "HIT-L1");
+
+    let item = first_item(&http, &app, &token).await;
+    let order = json!({ "items": [{ "menu_item_id": item, "quantity": 2 }], "notes": "no onion" });
+    let create = || {
+        http.post(app.url("/orders/create"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-1")
+            .json(&order)
+            .send()
+    };
+    let created = create().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let replay = create().await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(header(&replay, "idempotent-replayed"), "true");
+    assert_eq!(
+        replay.json::<Value>().await.unwrap(),
+        created,
+        "the first answer, again"
+    );
+
+    // The order changed the portions left: the menu misses, then hits.
+    let after = menu(token.clone()).await;
+    assert_eq!(header(&after, "x-cache"), "MISS");
+    let after: Value = after.json().await.unwrap();
+    assert_eq!(
+        after["items"][0]["portions_left"].as_i64().unwrap() + 2,
+        body["items"][0]["portions_left"].as_i64().unwrap()
+    );
+
+    let order_id = created["order_id"].as_i64().unwrap();
+    let pay = |key: &'static str| {
+        http.post(app.url("/payments/create"))
+            .bearer_auth(&token)
+            .header("idempotency-key", key)
+            .json(&json!({ "order_id": order_id, "method": "upi" }))
+            .send()
+    };
+    let paid = pay("pay-1").await.unwrap();
+    assert_eq!(paid.status(), 201);
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(paid["amount_cents"], created["total_cents"]);
+    let again = pay("pay-1").await.unwrap();
+    assert_eq!(header(&again, "idempotent-replayed"), "true");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["payment_id"],
+        paid["payment_id"]
+    );
+    let twice = pay("pay-2").await.unwrap();
+    assert_eq!(
+        twice.status(),
+        409,
+        "another key never pays the order twice"
+    );
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_fields_metrics_and_dashboard() {
+    let app = start(config()).await;
+    let http = client();
+    let token = login(&http, &app, "parent@hasivu.example").await;
+
+    let user: Value = http
+        .get(app.url("/users/2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["email"], "parent@hasivu.example");
+    assert_eq!(user["school"]["id"], 1);
+    assert_eq!(user["student"]["student_code"], "STU-000002");
+    let selected: Value = http
+        .get(app.url("/users/2?fields=id,email,school.name"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        selected,
+        json!({ "id": 2, "email": "parent@hasivu.example", "school": { "name": "Vidya Niketan Public School" } })
+    );
+    let other = http
+        .get(app.url("/users/3"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    assert_eq!(
+        http.get(app.url("/users/2")).send().await.unwrap().status(),
+        401
+    );
+
+    let metrics = http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("http_server_request_duration"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("/users/{id}"));
+
+    let data: Value = http
+        .get(app.url("/dashboard/data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routes: Vec<&str> = data["routes"]["last_hour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert!(routes.contains(&"GET /users/{id}"), "{routes:?}");
+    assert_eq!(data["pools"][0]["kind"], "database");
+    let page = http
+        .get(app.url("/dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("/dashboard/data") && !page.contains("https://")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_problem_bodies() {
+    let app = start(config()).await;
+    let http = client();
+    let token = login(&http, &app, "parent@hasivu.example").await;
+    let post = |body: reqwest::Body, content_type: &'static str| {
+        http.post(app.url("/orders/create"))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    let invalid = post(
+        json!({ "items": [{ "menu_item_id": 1, "quantity": 1 }, { "menu_item_id": 2, "quantity": 99 }] })
+            .to_string()
+            .into(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(header(&invalid, "content-type"), "application/problem+json");
+    let problem: Value = invalid.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "items[1].quantity");
+
+    let huge = format!(
+        "{{\"items\":[],\"notes\":\"{}\"}}",
+        "x".repeat(1024 * 1024 + 1)
+    );
+    let too_large = post(huge.into(), "application/json").await.unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(
+        header(&too_large, "content-type"),
+        "application/problem+json"
+    );
+
+    let wrong_type = post("items=1".into(), "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let problem: Value = wrong_type.json().await.unwrap();
+    assert_eq!(problem["status"], 415);
+
+    let anonymous = http
+        .post(app.url("/orders/create"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = http
+        .post(app.url("/auth/login"))
+        .json(&json!({ "email": "parent@hasivu.example", "password": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_answers_are_compressed_once_per_coding_and_decode() {
+    let app = start(config()).await;
+    let http = client();
+    let plain = http
+        .get(app.url("/menu/daily"))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&plain, "content-encoding"), "");
+    let plain: Vec<u8> = plain.bytes().await.unwrap().to_vec();
+    let menu: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(menu["count"], 100);
+    for coding in ["br", "gzip", "zstd"] {
+        for expected in ["MISS", "HIT-L1"] {
+            let response = http
+                .get(app.url("/menu/daily"))
+                .header("accept-encoding", coding)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(header(&response, "content-encoding"), coding);
+            assert_eq!(header(&response, "x-cache"), expected, "{coding}");
+            let bytes = response.bytes().await.unwrap();
+            assert!(
+                bytes.len() * 4 < plain.len(),
+                "{coding}: {} of {}",
+                bytes.len(),
+                plain.len()
+            );
+            assert_eq!(decode(coding, &bytes), plain, "{coding}");
+            println!(
+                "/menu/daily: {} bytes plain, {} bytes {coding}",
+                plain.len(),
+                bytes.len()
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_answers_429_with_ratelimit_headers() {
+    let app = start(hasivu_examples::api::Config {
+        rate_general: (3, 60),
+        ..config()
+    })
+    .await;
+    let http = client();
+    for _ in 0..3 {
+        let ok = http.get(app.url("/health")).send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        assert!(header(&ok, "ratelimit").starts_with("\"general\""));
+    }
+    let limited = http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(&limited, "ratelimit-policy"), "\"general\";q=3;w=60");
+    assert!(header(&limited, "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(header(&limited, "content-type"), "application/problem+json");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shield_blocks_an_injection_and_then_the_client() {
+    let app = start(config()).await;
+    let http = client();
+    let attack = http
+        .get(app.url("/menu/daily?q=1' OR '1'='1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attack.status(), 429);
+    let problem: Value = attack.json().await.unwrap();
+    assert_eq!(problem["code"], "SECURITY_VIOLATION");
+    let after = http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(after.status(), 429, "the client is blocked");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_request_finish_and_drains_pools() {
+    let app = start(config()).await;
+    let http = client();
+    let token = login(&http, &app, "parent@hasivu.example").await;
+    let state = app.state.clone();
+    // A login is a slow request (argon2): stop while it runs.
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = app.url("/auth/login");
+        async move {
+            http.post(url)
+                .json(&json!({ "email": "staff@hasivu.example", "password": "hasivu-demo" }))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.stop().await;
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    assert!(
+        state.pools.status().iter().all(|p| p.status.closed),
+        "pools drained"
+    );
+    drop(token);
+}
