@@ -447,7 +447,7 @@ fn bytes_per_key() -> String {
     let store = LocalStore::builder().max_keys(N as usize).build();
     for i in 0..N {
         let key = i.to_string();
-        store.check_now(
+        store.check_sync(
             StoreKey {
                 policy: "general",
                 key: &key,

@@ -11,7 +11,8 @@ use std::{
 use tokio::time::Instant;
 
 /// The state of the circuit breaker in front of Redis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go through; consecutive failures are counted.
     Closed,

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use metrics::{Counter, Histogram};
 
-/// A snapshot of the cache's counters since it was built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A snapshot of the cache's counters since it was built (serializable,
+/// e.g. for a dashboard endpoint).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct CacheStats {
     /// Fresh values found in L1.

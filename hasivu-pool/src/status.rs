@@ -7,7 +7,7 @@ use std::{
 };
 
 /// Why connections were closed, counted since the pool was built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Closes {
     /// Past their maximum lifetime.
@@ -24,7 +24,7 @@ pub struct Closes {
 
 /// Acquire waits, summarised from a log-scale histogram (buckets double
 /// from 1 µs, so quantiles are within a factor of two).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WaitSummary {
     /// Acquires measured.
@@ -37,8 +37,9 @@ pub struct WaitSummary {
     pub max: Duration,
 }
 
-/// A snapshot of a pool.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A snapshot of a pool (serializable, e.g. for a health or dashboard
+/// endpoint; durations as `{ "secs", "nanos" }`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct PoolStatus {
     /// The pool's name.

@@ -61,9 +61,9 @@ type Shard = HashMap<u64, u64, BuildHasherDefault<Identity>>;
 /// let store = LocalStore::builder().max_keys(100_000).build();
 /// let quota = Quota::per_minute(2);
 /// let key = StoreKey { policy: "general", key: "203.0.113.7" };
-/// assert!(store.check_now(key, &quota, 1).allowed);
-/// assert!(store.check_now(key, &quota, 1).allowed);
-/// let third = store.check_now(key, &quota, 1);
+/// assert!(store.check_sync(key, &quota, 1).allowed);
+/// assert!(store.check_sync(key, &quota, 1).allowed);
+/// let third = store.check_sync(key, &quota, 1);
 /// assert!(!third.allowed);
 /// assert!(third.retry_after.is_some());
 /// # }
@@ -182,7 +182,7 @@ impl LocalStore {
 
     /// The check, synchronously: it never waits on anything but a shard's
     /// short lock.
-    pub fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Verdict {
+    pub fn check_sync(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Verdict {
         let hash = self.hash(key);
         let now = self.inner.clock.now();
         let shard = &self.inner.shards[(hash >> 58) as usize % SHARDS];
@@ -245,11 +245,11 @@ impl LocalStore {
 
 impl Store for LocalStore {
     async fn check(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> (Verdict, Source) {
-        (LocalStore::check_now(self, key, quota, cost), Source::Local)
+        (self.check_sync(key, quota, cost), Source::Local)
     }
 
     fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Option<(Verdict, Source)> {
-        Some((LocalStore::check_now(self, key, quota, cost), Source::Local))
+        Some((self.check_sync(key, quota, cost), Source::Local))
     }
 }
 
@@ -272,31 +272,31 @@ mod tests {
         // 10 per second with the default burst of 10.
         let quota = Quota::per_second(10);
         for _ in 0..10 {
-            assert!(store.check_now(key("a"), &quota, 1).allowed);
+            assert!(store.check_sync(key("a"), &quota, 1).allowed);
         }
-        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        assert!(!store.check_sync(key("a"), &quota, 1).allowed);
         tokio::time::advance(Duration::from_millis(99)).await;
-        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        assert!(!store.check_sync(key("a"), &quota, 1).allowed);
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(
-            store.check_now(key("a"), &quota, 1).allowed,
+            store.check_sync(key("a"), &quota, 1).allowed,
             "one back after 100 ms"
         );
-        assert!(!store.check_now(key("a"), &quota, 1).allowed);
+        assert!(!store.check_sync(key("a"), &quota, 1).allowed);
         // A full window later the whole burst is back.
         tokio::time::advance(Duration::from_secs(1)).await;
         let mut admitted = 0;
-        while store.check_now(key("a"), &quota, 1).allowed {
+        while store.check_sync(key("a"), &quota, 1).allowed {
             admitted += 1;
         }
         assert_eq!(admitted, 10);
         // Other keys and other policies have their own counters.
-        assert!(store.check_now(key("b"), &quota, 1).allowed);
+        assert!(store.check_sync(key("b"), &quota, 1).allowed);
         let other = StoreKey {
             policy: "q",
             key: "a",
         };
-        assert!(store.check_now(other, &quota, 1).allowed);
+        assert!(store.check_sync(other, &quota, 1).allowed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -306,7 +306,7 @@ mod tests {
         let mut admitted = 0;
         // Hammer every 10 ms for three seconds.
         for _ in 0..300 {
-            if store.check_now(key("c"), &quota, 1).allowed {
+            if store.check_sync(key("c"), &quota, 1).allowed {
                 admitted += 1;
             }
             tokio::time::advance(Duration::from_millis(10)).await;
@@ -321,7 +321,7 @@ mod tests {
         let quota = Quota::per_hour(100);
         for i in 0..1_000_000u32 {
             let k = i.to_string();
-            assert!(store.check_now(key(&k), &quota, 1).allowed);
+            assert!(store.check_sync(key(&k), &quota, 1).allowed);
         }
         assert!(store.len() <= 10_048, "{}", store.len());
         assert!(store.evictions() > 0);
@@ -333,14 +333,14 @@ mod tests {
         let quota = Quota::per_second(1000);
         // Each key is whole again a millisecond after its request.
         for i in 0..2000u32 {
-            store.check_now(key(&i.to_string()), &quota, 1);
+            store.check_sync(key(&i.to_string()), &quota, 1);
             tokio::time::advance(Duration::from_millis(2)).await;
         }
         assert_eq!(store.evictions(), 0, "only rested keys were dropped");
         assert!(store.len() <= 64);
         // Keys still counting are evicted only when nothing has rested.
         for i in 0..200u32 {
-            store.check_now(key(&format!("busy{i}")), &quota, 1);
+            store.check_sync(key(&format!("busy{i}")), &quota, 1);
         }
         assert!(store.evictions() > 0);
         assert!(store.len() <= 64);

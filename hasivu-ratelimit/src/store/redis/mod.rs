@@ -460,7 +460,7 @@ impl RedisStore {
                 Source::FailClosed,
             ),
             FailPolicy::Local => (
-                self.inner.fallback.check_now(key, quota, cost),
+                self.inner.fallback.check_sync(key, quota, cost),
                 Source::Fallback,
             ),
         }
