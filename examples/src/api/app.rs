@@ -18,7 +18,11 @@ use hasivu_cache::{Cache, CacheLayer, EntryOptions, InvalidationRules, RoutePoli
 use hasivu_compress::{
     Coding, CompressionLayer, FieldSelectionLayer, RequestDecompressionLayer, negotiate_headers,
 };
-use hasivu_metrics::{MetricsLayer, MonitorHandle, PerformanceAnalytics, SystemMonitor};
+use hasivu_metrics::{
+    AlertManager, MetricsLayer, MonitorHandle, PerformanceAnalytics, RegressionDetector,
+    SystemMonitor,
+    alerts::{Inputs, LogSink, Rule},
+};
 use hasivu_pool::{Pool, PoolConfig, PoolManager, PostgresManager, RedisManager, SqliteManager};
 use hasivu_ratelimit::{
     Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
@@ -70,6 +74,10 @@ pub struct AppState {
     pub monitor: Arc<MonitorHandle>,
     /// Prometheus exporter.
     pub prometheus: PrometheusHandle,
+    /// The report's alert rules (logged when they fire and resolve).
+    pub alerts: AlertManager,
+    /// Regressions of each route against its own history.
+    pub regressions: Arc<std::sync::Mutex<RegressionDetector>>,
     /// Set once warm.
     pub ready: Arc<AtomicBool>,
     /// When the state was built.
@@ -219,6 +227,10 @@ impl AppState {
                 .interval(Duration::from_secs(2))
                 .spawn()
         };
+        let alerts = AlertManager::builder()
+            .rules(Rule::report_defaults())
+            .sink(LogSink)
+            .build()?;
         let state = Self {
             config: Arc::new(config),
             db,
@@ -229,11 +241,54 @@ impl AppState {
             analytics,
             monitor: Arc::new(monitor),
             prometheus,
+            alerts,
+            regressions: Arc::new(std::sync::Mutex::new(RegressionDetector::new())),
             ready: Arc::new(AtomicBool::new(false)),
             started,
         };
+        state.watch();
         state.warm().await;
         Ok(state)
+    }
+
+    /// Evaluates the alert rules every 15 s and records a regression
+    /// interval every minute, on tasks that end with the state.
+    fn watch(&self) {
+        let weak = std::sync::Arc::downgrade(&self.monitor);
+        let alerts = self.alerts.clone();
+        let analytics = self.analytics.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                ticks.tick().await;
+                let Some(monitor) = weak.upgrade() else {
+                    return;
+                };
+                let status = monitor.status();
+                drop(monitor);
+                alerts
+                    .run(&Inputs::new().analytics(&analytics).system(&status))
+                    .await;
+            }
+        });
+        let weak = std::sync::Arc::downgrade(&self.regressions);
+        let analytics = self.analytics.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(60));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(detector) = weak.upgrade() else {
+                    return;
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+                detector.record_analytics(&analytics, now);
+                detector.detect(now);
+            }
+        });
     }
 
     /// Report 5.1: the critical cache keys and the pools' minimum idle

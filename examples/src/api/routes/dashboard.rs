@@ -51,6 +51,11 @@ pub async fn data(State(state): State<AppState>) -> Response {
             "redis": state.redis.is_some(),
             "routes": { "last_minute": routes(Duration::from_secs(60)), "last_hour": routes(Duration::from_secs(3600)) },
             "system": state.monitor.status(),
+            "alerts": serde_json::to_value(state.alerts.active()).unwrap_or_default(),
+            "regressions": serde_json::to_value(
+                state.regressions.lock().map(|d| d.latest().to_vec()).unwrap_or_default(),
+            )
+            .unwrap_or_default(),
             "pools": pools,
             "cache": {
                 "l1_hits": c.l1_hits, "l2_hits": c.l2_hits, "misses": c.misses, "loads": c.loads,
