@@ -162,6 +162,9 @@ async fn users_fields_metrics_and_dashboard() {
         .collect();
     assert!(routes.contains(&"GET /users/{id}"), "{routes:?}");
     assert_eq!(data["pools"][0]["kind"], "database");
+    // Nothing fires on a calm test run, but both lists are there.
+    assert!(data["alerts"].is_array(), "{}", data["alerts"]);
+    assert!(data["regressions"].is_array(), "{}", data["regressions"]);
     let page = http
         .get(app.url("/dashboard"))
         .send()
