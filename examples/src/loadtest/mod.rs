@@ -17,7 +17,8 @@
 //! cycling through the seeded users), so the API (started with
 //! `HASIVU_TRUSTED_PROXIES` covering the load generator) keys its limits on
 //! each simulated client. 429 answers from the limiter are counted apart and
-//! are not failures. The login is reported apart: its cost is the password
+//! are not failures; so are 409 answers to orders whose item sold out (the
+//! seeded portions of the day run out under load: a right answer). The login is reported apart: its cost is the password
 //! hash, by design.
 //!
 //! After each scenario the report's thresholds are judged on goose's
@@ -239,6 +240,8 @@ pub struct RequestSummary {
     pub failures: usize,
     /// 429 answers from the limiter, counted apart.
     pub rate_limited: u64,
+    /// 409 answers to orders whose item sold out, counted apart.
+    pub sold_out: u64,
     /// Requests per second over the scenario.
     pub rps: f64,
     /// Measured latency.
@@ -290,6 +293,8 @@ pub struct ScenarioSummary {
     pub failures: usize,
     /// 429 answers, counted apart.
     pub rate_limited: u64,
+    /// 409 answers to orders whose item sold out, counted apart.
+    pub sold_out: u64,
     /// Requests per second.
     pub rps: f64,
     /// Latency of every request but the login.
@@ -345,13 +350,14 @@ impl Summary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<12} {:>5} {:>4} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "{:<12} {:>5} {:>4} {:>8} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}",
             "scenario",
             "users",
             "secs",
             "requests",
             "fails",
             "429s",
+            "409s",
             "req/s",
             "p50 ms",
             "p95 ms",
@@ -366,13 +372,14 @@ impl Summary {
                 .map_or_else(|| "-".to_owned(), |l| format!("{:.1}", l.p95_ms));
             let _ = writeln!(
                 out,
-                "{:<12} {:>5} {:>4} {:>8} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10}",
+                "{:<12} {:>5} {:>4} {:>8} {:>6} {:>7} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10}",
                 s.name,
                 s.users,
                 s.duration_secs,
                 s.requests,
                 s.failures,
                 s.rate_limited,
+                s.sold_out,
                 s.rps,
                 l.p50_ms,
                 l.p95_ms,
@@ -511,7 +518,11 @@ async fn attack(
         .register_scenario(scenario)
         .execute()
         .await?;
-    let mut summary = summarize(name, users, arrival_rate, &metrics, &shared.rate_limited());
+    let apart = Apart {
+        rate_limited: shared.rate_limited(),
+        sold_out: shared.sold_out(),
+    };
+    let mut summary = summarize(name, users, arrival_rate, &metrics, &apart);
     summary.report = report.display().to_string();
     Ok(summary)
 }
@@ -544,14 +555,20 @@ fn merge(into: &mut GooseRequestMetricTimingData, other: &GooseRequestMetricTimi
     into.counter += other.counter;
 }
 
-/// The scenario's figures and thresholds from goose's metrics and our 429
-/// counters.
+/// Answers counted apart, per request key.
+struct Apart {
+    rate_limited: BTreeMap<String, u64>,
+    sold_out: BTreeMap<String, u64>,
+}
+
+/// The scenario's figures and thresholds from goose's metrics and our
+/// counters of answers counted apart.
 fn summarize(
     name: &str,
     users: usize,
     arrival_rate: Option<usize>,
     metrics: &GooseMetrics,
-    rate_limited: &BTreeMap<String, u64>,
+    apart: &Apart,
 ) -> ScenarioSummary {
     let secs = metrics.duration.max(1) as f64;
     let login_key = format!("POST {LOGIN}");
@@ -572,7 +589,8 @@ fn summarize(
             name: key.clone(),
             requests,
             failures: r.fail_count,
-            rate_limited: rate_limited.get(key).copied().unwrap_or(0),
+            rate_limited: apart.rate_limited.get(key).copied().unwrap_or(0),
+            sold_out: apart.sold_out.get(key).copied().unwrap_or(0),
             rps: requests as f64 / secs,
             latency: Latency::of(&r.raw_data),
             corrected: corrected.map(Latency::of),
@@ -594,6 +612,7 @@ fn summarize(
     let requests: usize = by_request.iter().map(|r| r.requests).sum();
     let failures: usize = by_request.iter().map(|r| r.failures).sum();
     let limited: u64 = by_request.iter().map(|r| r.rate_limited).sum();
+    let sold_out: u64 = by_request.iter().map(|r| r.sold_out).sum();
     let latency = Latency::of(&all);
     let corrected = arrival_rate.map(|_| Latency::of(&all_corrected));
     let answered = requests.saturating_sub(limited as usize).max(1);
@@ -630,6 +649,7 @@ fn summarize(
         requests,
         failures,
         rate_limited: limited,
+        sold_out,
         rps,
         latency,
         corrected,

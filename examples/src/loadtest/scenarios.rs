@@ -5,7 +5,8 @@
 //! needs a token, logs in once as its own demo user (cycling through the
 //! seeded ones). The login is a transaction of its own, so its latency
 //! (the password hash, by design) is reported apart. A 429 from the limiter
-//! is marked a success in goose's metrics and counted in [`Shared`] instead.
+//! is marked a success in goose's metrics and counted in [`Shared`] instead;
+//! so is the 409 of an order whose item sold out.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +50,7 @@ pub(crate) struct Shared {
     nonce: u64,
     next_key: AtomicU64,
     rate_limited: Mutex<BTreeMap<String, u64>>,
+    sold_out: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             nonce,
             next_key: AtomicU64::new(0),
             rate_limited: Mutex::new(BTreeMap::new()),
+            sold_out: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -75,10 +78,16 @@ impl Shared {
             .clone()
     }
 
-    fn count_429(&self, key: String) {
-        *self
-            .rate_limited
+    /// 409 answers to orders (the item sold out) per request key.
+    pub(crate) fn sold_out(&self) -> BTreeMap<String, u64> {
+        self.sold_out
             .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn count(map: &Mutex<BTreeMap<String, u64>>, key: String) {
+        *map.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(key)
             .or_default() += 1;
@@ -170,8 +179,16 @@ async fn send(
         response,
     } = user.request(request).await?;
     let status = request.status_code;
-    if status == 429 {
-        shared.count_429(format!("{} {}", request.raw.method_label(), request.name));
+    let key = || format!("{} {}", request.raw.method_label(), request.name);
+    // The limiter's 429, and the 409 of an order whose item sold out (the
+    // seeded portions run out under load): right answers, counted apart.
+    let apart = match status {
+        429 => Some(&shared.rate_limited),
+        409 if call.path == ORDER => Some(&shared.sold_out),
+        _ => None,
+    };
+    if let Some(map) = apart {
+        Shared::count(map, key());
         user.set_success(&mut request)?;
         return Ok((status, None));
     }
