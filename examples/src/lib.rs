@@ -13,5 +13,8 @@
 //! it: build an [`api::AppState`] from an [`api::Config`], then
 //! [`api::serve`] it. The README lists every setting and a curl session for
 //! every route.
+//!
+//! [`loadtest`] is the load test of the API (the `loadtest` binary), on goose.
 
 pub mod api;
+pub mod loadtest;

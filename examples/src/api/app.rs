@@ -490,6 +490,8 @@ where
     let blocklist = blocklist(&config)?;
     let pools = state.pools.clone();
     let analytics = state.analytics.clone();
+    // The socket peer, or the client a trusted proxy forwarded.
+    let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone());
     let service = ServiceBuilder::new()
         // axum::serve takes axum's own body type.
         .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
@@ -499,9 +501,13 @@ where
                 .route(ApiRoutes)
                 .response_time_header(true),
         )
-        .layer(ShieldLayer::new().blocklist(blocklist))
+        .layer(
+            ShieldLayer::new()
+                .blocklist(blocklist)
+                .client_ip(client_ip.clone()),
+        )
         .layer(AuthLayer::new(state.tokens.clone()))
-        .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(ClientIpKey::default())))
+        .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(client_ip)))
         .layer(RequestDecompressionLayer::new().limit(config.max_body_bytes))
         .service(app(state));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

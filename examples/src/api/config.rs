@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use hasivu_ratelimit::TrustedProxies;
+
 /// Everything the API can be told at start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -42,6 +44,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `HASIVU_MENU_TTL_SECS` (default 60): how long a menu answer is cached.
     pub menu_ttl: Duration,
+    /// `HASIVU_TRUSTED_PROXIES` (comma-separated CIDRs, default none): peers
+    /// whose `Forwarded` / `X-Forwarded-For` the limiter and the shield
+    /// believe, so that they key on the forwarded client instead of the proxy.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Config {
@@ -62,6 +68,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -145,6 +152,11 @@ impl Config {
         if let Some(v) = get("HASIVU_MENU_TTL_SECS") {
             config.menu_ttl = Duration::from_secs(parse("HASIVU_MENU_TTL_SECS", &v)?);
         }
+        if let Some(v) = get("HASIVU_TRUSTED_PROXIES") {
+            config.trusted_proxies =
+                TrustedProxies::new(v.split(',').map(str::trim).filter(|c| !c.is_empty()))
+                    .map_err(|e| ConfigError(format!("HASIVU_TRUSTED_PROXIES: {e}")))?;
+        }
         if let Some(url) = &config.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -165,12 +177,22 @@ mod tests {
         let config = Config::from_lookup(|name| match name {
             "HASIVU_ADDR" => Some("0.0.0.0:9000".into()),
             "HASIVU_RATE_LOGIN" => Some("3/60".into()),
+            "HASIVU_TRUSTED_PROXIES" => Some("127.0.0.1/32, 10.0.0.0/8".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(config.addr.port(), 9000);
         assert_eq!(config.rate_login, (3, 60));
         assert_eq!(config.rate_general, (1000, 900));
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(
+            !config
+                .trusted_proxies
+                .contains("192.0.2.1".parse().unwrap())
+        );
+        let bad =
+            Config::from_lookup(|name| (name == "HASIVU_TRUSTED_PROXIES").then(|| "x/99".into()));
+        assert!(bad.unwrap_err().0.starts_with("HASIVU_TRUSTED_PROXIES"));
         let bad = Config::from_lookup(|name| (name == "HASIVU_USERS").then(|| "many".into()));
         assert!(bad.unwrap_err().0.starts_with("HASIVU_USERS"));
     }
