@@ -1,6 +1,6 @@
 //! Settings, read from the environment (see the table in the README).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use hasivu_ratelimit::TrustedProxies;
 
@@ -85,14 +85,78 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every setting's name, in the environment and in a `HASIVU_CONFIG` file.
+pub const SETTINGS: &[&str] = &[
+    "HASIVU_ADDR",
+    "DATABASE_URL",
+    "HASIVU_SQLITE_PATH",
+    "REDIS_URL",
+    "HASIVU_REDIS_PREFIX",
+    "HASIVU_TOKEN_SECRET",
+    "HASIVU_TOKEN_TTL_SECS",
+    "HASIVU_RATE_GENERAL",
+    "HASIVU_RATE_LOGIN",
+    "HASIVU_RATE_PAYMENTS",
+    "HASIVU_TRUSTED_PROXIES",
+    "HASIVU_USERS",
+    "HASIVU_MENU_ITEMS",
+    "HASIVU_MAX_BODY_BYTES",
+    "HASIVU_SHUTDOWN_GRACE_SECS",
+    "HASIVU_MENU_TTL_SECS",
+];
+
 impl Config {
-    /// Reads the environment; unset variables keep their defaults.
+    /// Reads the environment, and the TOML file named by `HASIVU_CONFIG`
+    /// when set (the same names as keys: `HASIVU_ADDR = "0.0.0.0:8080"`);
+    /// the environment wins over the file, and unset settings keep their
+    /// defaults.
     ///
     /// # Errors
     ///
-    /// A variable that is set but cannot be parsed, named in the message.
+    /// A setting that is set but cannot be parsed, named in the message; a
+    /// file that cannot be read or parsed, or holds an unknown name.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let file = match std::env::var("HASIVU_CONFIG") {
+            Ok(path) if !path.trim().is_empty() => Self::read_file(path.trim())?,
+            _ => BTreeMap::new(),
+        };
+        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+    }
+
+    /// The settings of a TOML file of `NAME = value` pairs, values as
+    /// text (numbers and booleans written as they would be in the
+    /// environment).
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or parsed, or holds a name that is not a
+    /// setting.
+    pub fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("HASIVU_CONFIG: cannot read {path}: {e}")))?;
+        Self::parse_file(&text).map_err(|ConfigError(e)| ConfigError(format!("{path}: {e}")))
+    }
+
+    fn parse_file(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
+        table
+            .into_iter()
+            .map(|(name, value)| {
+                if !SETTINGS.contains(&name.as_str()) {
+                    return Err(ConfigError(format!(
+                        "unknown setting {name:?}; the settings are {}",
+                        SETTINGS.join(", ")
+                    )));
+                }
+                let text = match value {
+                    toml::Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                Ok((name, text))
+            })
+            .collect()
     }
 
     /// Reads settings through `lookup` (the environment, or a map in tests).
@@ -195,5 +259,25 @@ mod tests {
         assert!(bad.unwrap_err().0.starts_with("HASIVU_TRUSTED_PROXIES"));
         let bad = Config::from_lookup(|name| (name == "HASIVU_USERS").then(|| "many".into()));
         assert!(bad.unwrap_err().0.starts_with("HASIVU_USERS"));
+    }
+
+    #[test]
+    fn a_toml_file_holds_the_same_names_and_rejects_others() {
+        let file = Config::parse_file(
+            "HASIVU_ADDR = \"0.0.0.0:9100\"\nHASIVU_USERS = 200\nHASIVU_RATE_LOGIN = \"4/60\"\n",
+        )
+        .unwrap();
+        assert_eq!(file["HASIVU_USERS"], "200");
+        let config = Config::from_lookup(|name| file.get(name).cloned()).unwrap();
+        assert_eq!(config.addr.port(), 9100);
+        assert_eq!(config.users, 200);
+        assert_eq!(config.rate_login, (4, 60));
+        let error = Config::parse_file("HASIVU_PORT = 1").unwrap_err();
+        assert!(
+            error.0.contains("unknown setting \"HASIVU_PORT\""),
+            "{error}"
+        );
+        assert!(Config::parse_file("HASIVU_ADDR = ").is_err());
+        assert!(Config::read_file("/nonexistent/hasivu.toml").is_err());
     }
 }
