@@ -1,15 +1,26 @@
-//! End-to-end tests of the HASIVU API on SQLite, over HTTP.
+//! End-to-end tests of the HASIVU API over HTTP, each on SQLite with
+//! in-process state and again on PostgreSQL + Redis (through the testkit).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{client, config, decode, first_item, header, login, start};
+use common::{Backend, client, decode, first_item, header, login, start};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_order_payment_with_cache_invalidation_and_idempotent_replays() {
-    let app = start(config()).await;
+on_every_backend!(
+    login_order_payment_with_cache_invalidation_and_idempotent_replays,
+    users_fields_metrics_and_dashboard,
+    bad_requests_get_problem_bodies,
+    menu_answers_are_compressed_once_per_coding_and_decode,
+    the_limiter_answers_429_with_ratelimit_headers,
+    the_shield_blocks_an_injection_and_then_the_client,
+    shutdown_lets_an_in_flight_request_finish_and_drains_pools,
+    the_regression_history_survives_a_restart,
+);
+
+async fn login_order_payment_with_cache_invalidation_and_idempotent_replays(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
 
     let health = http.get(app.url("/health")).send().await.unwrap();
@@ -17,6 +28,7 @@ async fn login_order_payment_with_cache_invalidation_and_idempotent_replays() {
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["ready"], true);
     assert_eq!(health["checks"]["database"]["ok"], true);
+    assert_eq!(health["checks"]["database"]["kind"], backend.database());
 
     let token = login(&http, &app, "parent@hasivu.example").await;
     let menu = |token: String| {
@@ -89,9 +101,8 @@ async fn login_order_payment_with_cache_invalidation_and_idempotent_replays() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_fields_metrics_and_dashboard() {
-    let app = start(config()).await;
+async fn users_fields_metrics_and_dashboard(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
     let token = login(&http, &app, "parent@hasivu.example").await;
 
@@ -179,9 +190,8 @@ async fn users_fields_metrics_and_dashboard() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_problem_bodies() {
-    let app = start(config()).await;
+async fn bad_requests_get_problem_bodies(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
     let token = login(&http, &app, "parent@hasivu.example").await;
     let post = |body: reqwest::Body, content_type: &'static str| {
@@ -240,9 +250,8 @@ async fn bad_requests_get_problem_bodies() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn menu_answers_are_compressed_once_per_coding_and_decode() {
-    let app = start(config()).await;
+async fn menu_answers_are_compressed_once_per_coding_and_decode(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
     let plain = http
         .get(app.url("/menu/daily"))
@@ -282,11 +291,10 @@ async fn menu_answers_are_compressed_once_per_coding_and_decode() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limiter_answers_429_with_ratelimit_headers() {
+async fn the_limiter_answers_429_with_ratelimit_headers(backend: Backend) {
     let app = start(hasivu_examples::api::Config {
         rate_general: (3, 60),
-        ..config()
+        ..backend.config()
     })
     .await;
     let http = client();
@@ -303,9 +311,8 @@ async fn the_limiter_answers_429_with_ratelimit_headers() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shield_blocks_an_injection_and_then_the_client() {
-    let app = start(config()).await;
+async fn the_shield_blocks_an_injection_and_then_the_client(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
     let attack = http
         .get(app.url("/menu/daily?q=1' OR '1'='1"))
@@ -320,9 +327,8 @@ async fn the_shield_blocks_an_injection_and_then_the_client() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_an_in_flight_request_finish_and_drains_pools() {
-    let app = start(config()).await;
+async fn shutdown_lets_an_in_flight_request_finish_and_drains_pools(backend: Backend) {
+    let app = start(backend.config()).await;
     let http = client();
     let token = login(&http, &app, "parent@hasivu.example").await;
     let state = app.state.clone();
@@ -346,4 +352,36 @@ async fn shutdown_lets_an_in_flight_request_finish_and_drains_pools() {
         "pools drained"
     );
     drop(token);
+}
+
+async fn the_regression_history_survives_a_restart(backend: Backend) {
+    let app = start(backend.config()).await;
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(app.url("/health")).send().await.unwrap().status(),
+            200
+        );
+    }
+    // The API records an interval every minute; record one now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    app.state
+        .regressions
+        .lock()
+        .unwrap()
+        .record_analytics(&app.state.analytics, now);
+    // A graceful stop saves the history (a file on SQLite, Redis otherwise).
+    app.stop().await;
+
+    let again = start(backend.config()).await;
+    let history = again.state.regressions.lock().unwrap().history();
+    let health = &history.routes["GET /health"];
+    assert_eq!(health.len(), 1, "{history:?}");
+    assert_eq!(health[0].requests, 3);
+    let version = health[0].version as usize;
+    assert_eq!(history.versions[version], env!("CARGO_PKG_VERSION"));
+    again.stop().await;
 }

@@ -37,6 +37,7 @@ use crate::api::{
     auth::{AuthLayer, Tokens},
     config::Config,
     db::{Db, DbError, MenuItem, PaymentMethod, School, today, weekday},
+    history::HistoryPlace,
     layers::{AnyBlocklist, AnyStore, ApiRoutes},
     routes,
 };
@@ -78,6 +79,8 @@ pub struct AppState {
     pub alerts: AlertManager,
     /// Regressions of each route against its own history.
     pub regressions: Arc<std::sync::Mutex<RegressionDetector>>,
+    /// Where the regression history is kept across restarts.
+    pub history: HistoryPlace,
     /// Set once warm.
     pub ready: Arc<AtomicBool>,
     /// When the state was built.
@@ -231,6 +234,24 @@ impl AppState {
             .rules(Rule::report_defaults())
             .sink(LogSink)
             .build()?;
+        let history = HistoryPlace::from_config(&config, redis.as_ref());
+        let mut regressions = RegressionDetector::new();
+        regressions.set_version(env!("CARGO_PKG_VERSION"));
+        match history.load().await {
+            Ok(Some(saved)) => {
+                regressions.restore(saved);
+                tracing::info!(
+                    place = history.describe(),
+                    routes = regressions.routes().count(),
+                    "regression history loaded"
+                );
+            }
+            Ok(None) => tracing::info!(place = history.describe(), "no regression history yet"),
+            // Principle 4: a store that is down costs the history, not the start.
+            Err(error) => {
+                tracing::warn!(place = history.describe(), %error, "regression history not loaded; starting empty")
+            }
+        }
         let state = Self {
             config: Arc::new(config),
             db,
@@ -242,7 +263,8 @@ impl AppState {
             monitor: Arc::new(monitor),
             prometheus,
             alerts,
-            regressions: Arc::new(std::sync::Mutex::new(RegressionDetector::new())),
+            regressions: Arc::new(std::sync::Mutex::new(regressions)),
+            history,
             ready: Arc::new(AtomicBool::new(false)),
             started,
         };
@@ -273,10 +295,11 @@ impl AppState {
         });
         let weak = std::sync::Arc::downgrade(&self.regressions);
         let analytics = self.analytics.clone();
+        let place = self.history.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs(60));
             ticks.tick().await;
-            loop {
+            for minute in 1u64.. {
                 ticks.tick().await;
                 let Some(detector) = weak.upgrade() else {
                     return;
@@ -284,11 +307,41 @@ impl AppState {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
-                detector.record_analytics(&analytics, now);
-                detector.detect(now);
+                let history = {
+                    let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+                    detector.record_analytics(&analytics, now);
+                    detector.detect(now);
+                    (minute % 5 == 0).then(|| detector.history())
+                };
+                drop(detector);
+                if let Some(history) = history
+                    && let Err(error) = place.save(history).await
+                {
+                    tracing::warn!(place = place.describe(), %error, "regression history not saved");
+                }
             }
         });
+    }
+
+    /// Saves the regression history where [`history`](Self::history)
+    /// says (at shutdown, and every 5 minutes); a failure is logged.
+    pub async fn save_history(&self) {
+        let history = self
+            .regressions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .history();
+        let routes = history.routes.len();
+        match self.history.save(history).await {
+            Ok(()) => tracing::info!(
+                place = self.history.describe(),
+                routes,
+                "regression history saved"
+            ),
+            Err(error) => {
+                tracing::warn!(place = self.history.describe(), %error, "regression history not saved")
+            }
+        }
     }
 
     /// Report 5.1: the critical cache keys and the pools' minimum idle
@@ -473,27 +526,40 @@ pub fn blocklist(config: &Config) -> Result<AnyBlocklist, BoxError> {
     })
 }
 
-/// Serves the full stack (see [`layers`](crate::api::layers)) on
-/// `listener` until `shutdown` resolves; then stops accepting, lets
-/// in-flight requests finish for up to the configured grace, and drains
-/// the pools.
+/// The request type of the whole stack (axum's body).
+pub type Request = http::Request<axum::body::Body>;
+
+/// The full stack (see [`layers`](crate::api::layers) for the order and
+/// why): metrics, shield, auth, rate limit and request decompression
+/// around [`app`]. It reads the client's address from a `SocketAddr` or
+/// axum `ConnectInfo<SocketAddr>` extension; [`serve`] provides one, and so
+/// does the Lambda binary (from the request context).
 ///
 /// # Errors
 ///
-/// The limiter or blocklist could not be built, or the server failed.
-pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Result<(), BoxError>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+/// The limiter or blocklist could not be built.
+pub fn stack(
+    state: AppState,
+) -> Result<
+    impl tower_service::Service<
+        Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    BoxError,
+> {
     let config = Arc::clone(&state.config);
     let limiter = limiter(&config)?;
     let blocklist = blocklist(&config)?;
-    let pools = state.pools.clone();
     let analytics = state.analytics.clone();
     // The socket peer, or the client a trusted proxy forwarded.
     let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone());
-    let service = ServiceBuilder::new()
-        // axum::serve takes axum's own body type.
+    Ok(ServiceBuilder::new()
+        // Every layer's body in axum's own body type.
         .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
         .layer(
             MetricsLayer::new()
@@ -509,7 +575,23 @@ where
         .layer(AuthLayer::new(state.tokens.clone()))
         .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(client_ip)))
         .layer(RequestDecompressionLayer::new().limit(config.max_body_bytes))
-        .service(app(state));
+        .service(app(state)))
+}
+
+/// Serves [`stack`] on `listener` until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish for up to the configured
+/// grace, saves the regression history and drains the pools.
+///
+/// # Errors
+///
+/// The limiter or blocklist could not be built, or the server failed.
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Result<(), BoxError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let config = Arc::clone(&state.config);
+    let pools = state.pools.clone();
+    let service = stack(state.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server =
         axum::serve(
@@ -538,6 +620,7 @@ where
             }
         }
     }
+    state.save_history().await;
     for (kind, key, report) in pools.drain(config.shutdown_grace).await {
         tracing::info!(kind, key, ?report, "pool drained");
     }

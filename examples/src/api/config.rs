@@ -48,6 +48,10 @@ pub struct Config {
     /// whose `Forwarded` / `X-Forwarded-For` the limiter and the shield
     /// believe, so that they key on the forwarded client instead of the proxy.
     pub trusted_proxies: TrustedProxies,
+    /// `HASIVU_HISTORY_PATH`: a JSON file for the regression detector's
+    /// history (loaded at start, saved every 5 minutes and at shutdown).
+    /// Unset: kept in Redis when `REDIS_URL` is set, else not kept.
+    pub history_path: Option<String>,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
             trusted_proxies: TrustedProxies::none(),
+            history_path: None,
         }
     }
 }
@@ -103,6 +108,7 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_MAX_BODY_BYTES",
     "HASIVU_SHUTDOWN_GRACE_SECS",
     "HASIVU_MENU_TTL_SECS",
+    "HASIVU_HISTORY_PATH",
 ];
 
 impl Config {
@@ -185,6 +191,7 @@ impl Config {
         config.database_url = get("DATABASE_URL");
         config.sqlite_path = get("HASIVU_SQLITE_PATH");
         config.redis_url = get("REDIS_URL");
+        config.history_path = get("HASIVU_HISTORY_PATH");
         if let Some(v) = get("HASIVU_REDIS_PREFIX") {
             config.redis_prefix = v;
         }

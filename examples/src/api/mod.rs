@@ -12,9 +12,10 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod history;
 pub mod layers;
 pub mod problem;
 pub mod routes;
 
-pub use app::{AppState, app, serve, shutdown_signal};
+pub use app::{AppState, app, serve, shutdown_signal, stack};
 pub use config::Config;

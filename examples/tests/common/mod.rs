@@ -32,6 +32,80 @@ impl Running {
     }
 }
 
+/// The stores a test runs on: SQLite and in-process state, or PostgreSQL
+/// and Redis started through the testkit (kept alive as long as this).
+pub enum Backend {
+    Sqlite {
+        dir: tempfile::TempDir,
+    },
+    PostgresRedis {
+        postgres: hasivu_testkit::PostgresServer,
+        redis: hasivu_testkit::RedisServer,
+    },
+}
+
+impl Backend {
+    pub fn sqlite() -> Self {
+        Self::Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn postgres_and_redis() -> Self {
+        Self::PostgresRedis {
+            postgres: hasivu_testkit::PostgresServer::start(),
+            redis: hasivu_testkit::RedisServer::start(),
+        }
+    }
+
+    /// The test configuration on these stores; on SQLite the regression
+    /// history goes to a file of this backend's directory, on Redis to Redis.
+    pub fn config(&self) -> Config {
+        match self {
+            Self::Sqlite { dir } => Config {
+                history_path: Some(dir.path().join("history.json").display().to_string()),
+                ..config()
+            },
+            Self::PostgresRedis { postgres, redis } => Config {
+                database_url: Some(postgres.url()),
+                redis_url: Some(redis.url()),
+                ..config()
+            },
+        }
+    }
+
+    pub fn database(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::PostgresRedis { .. } => "postgres",
+        }
+    }
+}
+
+/// One `#[tokio::test]` per scenario and backend: `sqlite::NAME` and
+/// `postgres_and_redis::NAME`, each calling `NAME(backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres_and_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::postgres_and_redis()).await;
+                }
+            )*
+        }
+    };
+}
+
 pub fn config() -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
