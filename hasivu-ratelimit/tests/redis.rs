@@ -243,8 +243,10 @@ async fn a_client_retrying_while_limited_gets_in_again() {
     let counter = run(Algorithm::SlidingWindowCounter);
     for (name, task) in [("log", log), ("counter", counter)] {
         let (started, admitted) = task.await.unwrap();
-        // Counted rejections would keep it at 5 for good.
-        assert!(admitted.len() >= 15, "{name}: {}", admitted.len());
+        // About 16 are due (5 at once, then 5/s); counted rejections would
+        // keep it at 5 for good. The margin is for a loaded machine, where
+        // the 20 ms loop runs late.
+        assert!(admitted.len() >= 12, "{name}: {}", admitted.len());
         let last = *admitted.last().unwrap() - started;
         assert!(last >= Duration::from_millis(2500), "{name}: {last:?}");
         // Densest stretch, measured on this side of the network: narrow the
