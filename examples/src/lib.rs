@@ -11,7 +11,9 @@
 //! cache backplane in Redis, so several instances share them. The module
 //! [`api`] holds the application so that tests and other entry points reuse
 //! it: build an [`api::AppState`] from an [`api::Config`], then
-//! [`api::serve`] it. The README lists every setting and a curl session for
+//! [`api::serve`] it, or take the whole layer stack as one service with
+//! [`api::stack`] (the `hasivu-lambda` binary, feature `lambda`, runs it
+//! under AWS Lambda). The README lists every setting and a curl session for
 //! every route.
 //!
 //! [`loadtest`] is the load test of the API (the `loadtest` binary), on goose.

@@ -5,8 +5,10 @@
 //! PostgreSQL with `DATABASE_URL`), migrates and seeds it, builds the cache
 //! (with Redis as L2 and backplane when `REDIS_URL` is set) and warms the
 //! critical keys and pools. [`app::app`] is the router with the cache and
-//! compression layers; [`app::serve`] puts the outer layers around it (see
-//! [`layers`] for the order and why) and serves until shutdown.
+//! compression layers; [`app::stack`] puts the outer layers around it (see
+//! [`layers`] for the order and why) and [`app::serve`] serves that until
+//! shutdown, then saves the regression history ([`history`]) and drains the
+//! pools.
 
 pub mod app;
 pub mod auth;
