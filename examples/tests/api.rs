@@ -17,6 +17,7 @@ on_every_backend!(
     the_shield_blocks_an_injection_and_then_the_client,
     shutdown_lets_an_in_flight_request_finish_and_drains_pools,
     the_regression_history_survives_a_restart,
+    alert_notifications_are_kept_in_the_alert_history,
 );
 
 async fn login_order_payment_with_cache_invalidation_and_idempotent_replays(backend: Backend) {
@@ -383,5 +384,59 @@ async fn the_regression_history_survives_a_restart(backend: Backend) {
     assert_eq!(health[0].requests, 3);
     let version = health[0].version as usize;
     assert_eq!(history.versions[version], env!("CARGO_PKG_VERSION"));
+    again.stop().await;
+}
+
+async fn alert_notifications_are_kept_in_the_alert_history(backend: Backend) {
+    use hasivu_metrics::alerts::{AlertSink, Notification, Severity, Status};
+
+    let app = start(backend.config()).await;
+    let fired = Notification {
+        status: Status::Firing,
+        fingerprint: "p95-latency/GET /menu/daily/warning".into(),
+        rule: "p95-latency".into(),
+        severity: Severity::Warning,
+        route: Some("GET /menu/daily".into()),
+        value: Some(2400.0),
+        threshold: 2000.0,
+        starts_at_ms: 1_795_000_000_000,
+        ends_at_ms: None,
+        labels: Default::default(),
+    };
+    let resolved = Notification {
+        status: Status::Resolved,
+        ends_at_ms: Some(1_795_000_060_000),
+        value: Some(900.0),
+        ..fired.clone()
+    };
+    // What the alert manager does when a rule fires, then resolves.
+    app.state.alert_history.send(&[fired]).await.unwrap();
+    app.state.alert_history.send(&[resolved]).await.unwrap();
+    let data = |app: &common::Running| {
+        let url = app.url("/dashboard/data");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let history = data(&app).await["alert_history"].clone();
+    assert_eq!(history[0]["status"], "resolved", "newest first: {history}");
+    assert_eq!(history[1]["status"], "firing");
+    assert_eq!(history[1]["value"], 2400.0);
+    app.stop().await;
+
+    // In Redis it outlives the instance; in process it does not.
+    let again = start(backend.config()).await;
+    let history = data(&again).await["alert_history"].clone();
+    match backend.database() {
+        "postgres" => assert_eq!(history.as_array().unwrap().len(), 2, "{history}"),
+        _ => assert_eq!(history, json!([])),
+    }
     again.stop().await;
 }

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
 use crate::api::{
+    alert_history::AlertHistory,
     auth::{AuthLayer, Tokens},
     config::Config,
     db::{Db, DbError, MenuItem, PaymentMethod, School, today, weekday},
@@ -81,6 +82,8 @@ pub struct AppState {
     pub regressions: Arc<std::sync::Mutex<RegressionDetector>>,
     /// Where the regression history is kept across restarts.
     pub history: HistoryPlace,
+    /// Every fire and resolve of the alert rules, newest first.
+    pub alert_history: AlertHistory,
     /// Set once warm.
     pub ready: Arc<AtomicBool>,
     /// When the state was built.
@@ -230,9 +233,14 @@ impl AppState {
                 .interval(Duration::from_secs(2))
                 .spawn()
         };
+        let alert_history = match &redis {
+            Some(pool) => AlertHistory::redis(pool.clone(), &config.redis_prefix),
+            None => AlertHistory::local(),
+        };
         let alerts = AlertManager::builder()
             .rules(Rule::report_defaults())
             .sink(LogSink)
+            .sink(alert_history.clone())
             .build()?;
         let history = HistoryPlace::from_config(&config, redis.as_ref());
         let mut regressions = RegressionDetector::new();
@@ -265,6 +273,7 @@ impl AppState {
             alerts,
             regressions: Arc::new(std::sync::Mutex::new(regressions)),
             history,
+            alert_history,
             ready: Arc::new(AtomicBool::new(false)),
             started,
         };

@@ -15,8 +15,8 @@ pub struct Config {
     /// `HASIVU_SQLITE_PATH`: the SQLite file (default: a shared in-memory
     /// database, seeded at every start).
     pub sqlite_path: Option<String>,
-    /// `REDIS_URL`: puts the L2 cache, the limiter, the blocklist and the
-    /// backplane in Redis.
+    /// `REDIS_URL`: puts the L2 cache and its backplane, the limiter, the
+    /// blocklist, and the alert and regression history in Redis.
     pub redis_url: Option<String>,
     /// `HASIVU_REDIS_PREFIX` (default `hasivu:`): the prefix of every Redis
     /// key the limiter and the blocklist write; instances that share limits

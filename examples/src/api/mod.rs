@@ -10,6 +10,7 @@
 //! shutdown, then saves the regression history ([`history`]) and drains the
 //! pools.
 
+pub mod alert_history;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -22,7 +22,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Per-route summaries (last minute and hour), system status, pools and
-/// cache statistics.
+/// cache statistics, active alerts and the last 20 fires and resolves,
+/// regressions.
 pub async fn data(State(state): State<AppState>) -> Response {
     let routes = |window: Duration| {
         serde_json::to_value(state.analytics.summaries(window)).unwrap_or_default()
@@ -52,6 +53,7 @@ pub async fn data(State(state): State<AppState>) -> Response {
             "routes": { "last_minute": routes(Duration::from_secs(60)), "last_hour": routes(Duration::from_secs(3600)) },
             "system": state.monitor.status(),
             "alerts": serde_json::to_value(state.alerts.active()).unwrap_or_default(),
+            "alert_history": serde_json::to_value(state.alert_history.recent(20).await).unwrap_or_default(),
             "regressions": serde_json::to_value(
                 state.regressions.lock().map(|d| d.latest().to_vec()).unwrap_or_default(),
             )
