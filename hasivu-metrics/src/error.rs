@@ -50,4 +50,13 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Reading or writing history in Redis failed, or the key holds
+    /// something that is not history.
+    #[error("history in Redis key {key}: {reason}")]
+    HistoryRedis {
+        /// The key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -68,6 +68,7 @@
 //! | `axum` | no | [`DefaultRoute`] also reads axum's `MatchedPath` (without it, routes come from a [`RouteTemplate`] extension or a [`route`](MetricsLayer::route) hook) |
 //! | `alloc-tracking` | no | [`TrackingAllocator`], and per-request allocated bytes: `X-Memory-Used` and a histogram |
 //! | `webhook` | no | `alerts::WebhookSink`: notifications as JSON over HTTP POST (hyper client) |
+//! | `redis` | no | `regression::RedisHistoryStore`: the regression history in one Redis key, shared by instances |
 //! | `full` | no | all of the above |
 //!
 //! # Where this comes from

@@ -242,7 +242,7 @@ impl AppState {
             .sink(LogSink)
             .sink(alert_history.clone())
             .build()?;
-        let history = HistoryPlace::from_config(&config, redis.as_ref());
+        let history = HistoryPlace::from_config(&config)?;
         let mut regressions = RegressionDetector::new();
         regressions.set_version(env!("CARGO_PKG_VERSION"));
         match history.load().await {

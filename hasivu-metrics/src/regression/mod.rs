@@ -58,6 +58,8 @@
 
 mod changepoint;
 mod history;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod stats;
 
 #[cfg(test)]
@@ -71,6 +73,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use history::{FileStore, History, HistoryStore, Point};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_store::RedisHistoryStore;
 
 use crate::{PerformanceAnalytics, error::Error};
 
