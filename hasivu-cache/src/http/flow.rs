@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use super::{
     CacheBody, CacheStatus,
+    coalesce::Join,
     entry::{Entry, Freshness, HttpEncoding, StoredResponse},
     future::{X_CACHE, mark},
     headers::{
@@ -56,42 +57,107 @@ where
     B::Data: Send,
     B::Error: Send,
 {
-    let route = &shared.routes[plan.route];
-    if let Some(hit) = lookup(&shared, &plan.primary, &route.options, req.headers()).await {
-        let now = now_ms();
-        let status = match hit.response.freshness(now) {
-            Freshness::Fresh => Some(hit.level),
-            Freshness::Stale => Some(CacheStatus::Stale),
-            Freshness::Expired => None,
-        };
-        if let Some(status) = status {
-            let not_modified = if_none_match(
-                req.headers()
-                    .get_all(header::IF_NONE_MATCH)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-                hit.response.etag().map_or(&b""[..], HeaderValue::as_bytes),
-            );
-            let response = serve(
-                &shared,
-                route,
-                &plan,
-                &hit.response,
-                status,
-                now,
-                not_modified,
-            );
-            if status == CacheStatus::Stale {
-                let key = hit.key.unwrap_or_else(|| plan.primary.clone());
-                refresh_in_background(&shared, &plan, &key, service, &req);
-            }
-            return Ok(response);
-        }
-    }
-
+    let (service, req) = match hit(&shared, &plan, service, req).await {
+        Ok(response) => return Ok(response),
+        Err(back) => back,
+    };
     // The miss path lives in a future of its own, boxed only when taken,
     // so a hit moves and allocates a small future.
-    Box::pin(miss(shared, plan, service, req)).await
+    Box::pin(coalesced_miss(shared, plan, service, req)).await
+}
+
+/// Serves the request from the cache when a fresh or stale entry is there
+/// (refreshing a stale one in the background); else gives the service and
+/// the request back.
+async fn hit<S, C, ReqBody, B>(
+    shared: &Arc<Shared<C>>,
+    plan: &Plan,
+    service: S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<B>>, (S, Request<ReqBody>)>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    C: Codec,
+    ReqBody: Default + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let route = &shared.routes[plan.route];
+    let Some(hit) = lookup(shared, &plan.primary, &route.options, req.headers()).await else {
+        return Err((service, req));
+    };
+    let now = now_ms();
+    let status = match hit.response.freshness(now) {
+        Freshness::Fresh => hit.level,
+        Freshness::Stale => CacheStatus::Stale,
+        Freshness::Expired => return Err((service, req)),
+    };
+    let not_modified = if_none_match(
+        req.headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        hit.response.etag().map_or(&b""[..], HeaderValue::as_bytes),
+    );
+    let response = serve(
+        shared,
+        route,
+        plan,
+        &hit.response,
+        status,
+        now,
+        not_modified,
+    );
+    if status == CacheStatus::Stale {
+        let key = hit.key.unwrap_or_else(|| plan.primary.clone());
+        refresh_in_background(shared, plan, &key, service, &req);
+    }
+    Ok(response)
+}
+
+/// A miss, coalesced with the same key's miss in flight (see
+/// [`CacheLayer::coalesce`](super::CacheLayer::coalesce)).
+async fn coalesced_miss<S, C, ReqBody, B>(
+    shared: Arc<Shared<C>>,
+    plan: Plan,
+    service: S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<B>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    C: Codec,
+    ReqBody: Default + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let Some(wait) = shared.coalesce else {
+        return miss(shared, plan, service, req).await;
+    };
+    match shared.loading.join(&plan.primary) {
+        Join::Leader(claim) => {
+            let response = miss(shared, plan, service, req).await;
+            // Stored (or not) by now: the followers look again.
+            drop(claim);
+            response
+        }
+        Join::Follower(mut done) => {
+            // Returns when the leader ends (the channel closes); a leader
+            // that takes longer than `wait` is not waited for.
+            let _ = tokio::time::timeout(wait, done.changed()).await;
+            match hit(&shared, &plan, service, req).await {
+                Ok(response) => {
+                    shared.metrics.coalesced.increment(1);
+                    Ok(response)
+                }
+                Err((service, req)) => miss(shared, plan, service, req).await,
+            }
+        }
+        Join::Alone => miss(shared, plan, service, req).await,
+    }
 }
 
 /// A miss: the service answers a plain GET for the normalised URI.

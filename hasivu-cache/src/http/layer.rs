@@ -2,17 +2,24 @@ use std::{
     collections::HashSet,
     fmt,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use http::{HeaderMap, HeaderValue};
 use metrics::Counter;
 use tower_layer::Layer;
 
-use super::{CacheService, CacheStatus, RoutePolicy, headers::CacheControl, key::RoutePattern};
+use super::{
+    CacheService, CacheStatus, RoutePolicy, coalesce::Loading, headers::CacheControl,
+    key::RoutePattern,
+};
 use crate::{Cache, Codec, EntryOptions, JsonCodec};
 
 /// The layer's `Accept-Encoding` hook; see [`CacheLayer::accept_encoding`].
 type AcceptEncoding = Arc<dyn Fn(&HeaderMap) -> String + Send + Sync>;
+
+/// How long a miss waits by default for the same key's miss in flight.
+const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
 
 /// The most background refreshes in flight per layer; past it, a stale
 /// entry is served without starting another (a later request will).
@@ -144,6 +151,7 @@ pub(crate) struct Metrics {
     bypass: Counter,
     pub(crate) not_modified: Counter,
     pub(crate) refreshes: Counter,
+    pub(crate) coalesced: Counter,
 }
 
 impl Metrics {
@@ -167,6 +175,10 @@ impl Metrics {
             ),
             refreshes: metrics::counter!(
                 "hasivu_cache_http_refreshes_total",
+                "cache" => cache.to_owned()
+            ),
+            coalesced: metrics::counter!(
+                "hasivu_cache_http_coalesced_total",
                 "cache" => cache.to_owned()
             ),
         }
@@ -235,6 +247,10 @@ pub(crate) struct Shared<C> {
     pub(crate) tag_headers: bool,
     pub(crate) metrics: Metrics,
     pub(crate) refreshing: Arc<Refreshing>,
+    /// How long a miss waits for the same key's miss in flight (`None`:
+    /// misses never wait).
+    pub(crate) coalesce: Option<Duration>,
+    pub(crate) loading: Arc<Loading>,
 }
 
 impl<C> Clone for Shared<C> {
@@ -246,6 +262,8 @@ impl<C> Clone for Shared<C> {
             tag_headers: self.tag_headers,
             metrics: self.metrics.clone(),
             refreshing: Arc::clone(&self.refreshing),
+            coalesce: self.coalesce,
+            loading: Arc::clone(&self.loading),
         }
     }
 }
@@ -257,6 +275,7 @@ impl<C> fmt::Debug for Shared<C> {
             .field("routes", &self.routes)
             .field("accept_encoding_hook", &self.accept_encoding.is_some())
             .field("tag_headers", &self.tag_headers)
+            .field("coalesce", &self.coalesce)
             .finish_non_exhaustive()
     }
 }
@@ -282,6 +301,8 @@ impl<C: Codec> CacheLayer<C> {
                 tag_headers: false,
                 metrics,
                 refreshing: Arc::default(),
+                coalesce: Some(DEFAULT_COALESCE),
+                loading: Arc::default(),
             }),
         }
     }
@@ -331,6 +352,25 @@ impl<C> CacheLayer<C> {
     /// application's key layout.
     pub fn tag_headers(mut self, enabled: bool) -> Self {
         self.shared().tag_headers = enabled;
+        self
+    }
+
+    /// How long a miss waits for a miss of the same key already at the
+    /// service (default 5 s). A burst of requests on a cold or expired key
+    /// then costs the service one call: the first goes through, the others
+    /// wait for it and are served its stored answer (`HIT-L1`). When that
+    /// answer is not stored (an error, `no-store`, a different `Vary`
+    /// variant) or the wait runs out, each goes to the service itself.
+    /// Keys are per variant of the primary key, so per-user routes coalesce
+    /// per user only.
+    pub fn coalesce(mut self, wait: Duration) -> Self {
+        self.shared().coalesce = Some(wait);
+        self
+    }
+
+    /// Turns miss coalescing off: every miss calls the service.
+    pub fn no_coalescing(mut self) -> Self {
+        self.shared().coalesce = None;
         self
     }
 

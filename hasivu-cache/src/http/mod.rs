@@ -227,8 +227,17 @@
 //! `HIT-L2`. Within the stale window, the entry is served at once as
 //! `STALE` and one background request per key (a GET rebuilt from the
 //! request, without validators, with an empty body) refreshes it; at most
-//! 1024 refreshes run at a time per layer. Later, it is a miss. Concurrent
-//! misses of one key each call the service.
+//! 1024 refreshes run at a time per layer. Later, it is a miss.
+//!
+//! # Miss coalescing
+//!
+//! Concurrent misses of one key cost the service one call: the first goes
+//! through, the others wait for it (up to 5 s by default,
+//! [`CacheLayer::coalesce`]) and are then served the stored answer as
+//! `HIT-L1`; when it was not stored or the wait ran out, each calls the
+//! service itself. A cancelled first request releases the others at once.
+//! Coalescing is per instance; instances sharing a Redis each make their own
+//! first call.
 //!
 //! # Invalidation
 //!
@@ -251,7 +260,9 @@
 //! `hasivu_cache_http_responses_total{cache, status}` with `status` one of
 //! `hit_l1`, `hit_l2`, `stale`, `miss`, `bypass`;
 //! `hasivu_cache_http_not_modified_total{cache}`;
-//! `hasivu_cache_http_refreshes_total{cache}`. Handles are resolved when the
+//! `hasivu_cache_http_refreshes_total{cache}`;
+//! `hasivu_cache_http_coalesced_total{cache}` (misses served the answer of
+//! the same key's miss in flight). Handles are resolved when the
 //! layer is built.
 //!
 //! # Differences from the report
@@ -265,6 +276,7 @@
 //! calling any CDN's API.
 
 mod body;
+mod coalesce;
 mod entry;
 mod flow;
 mod future;

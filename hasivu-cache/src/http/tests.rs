@@ -377,3 +377,147 @@ async fn per_user_answers_are_private_even_when_the_route_emits_no_cache_control
         "the handler's own header on shared entries"
     );
 }
+
+/// A slow service (every answer takes `delay`) counting its calls, with
+/// `headers` on every answer.
+fn slow_service(
+    calls: Arc<AtomicUsize>,
+    delay: Duration,
+    headers: &'static [(&'static str, &'static str)],
+) -> impl tower::Service<
+    Req,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |_req: Req| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(Full::new(Bytes::from(format!("answer {n}"))));
+            for (name, value) in headers {
+                response
+                    .headers_mut()
+                    .insert(*name, http::HeaderValue::from_static(value));
+            }
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_cold_key_costs_the_service_one_call() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(cache()).route("/menu/*", policy());
+    let service = tower::Layer::layer(
+        &layer,
+        slow_service(Arc::clone(&calls), Duration::from_millis(100), &[]),
+    );
+    let burst: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(service.clone().oneshot(get("/menu/daily"))))
+        .collect();
+    let mut statuses = Vec::new();
+    for task in burst {
+        let response = task.await.unwrap().unwrap();
+        statuses.push(response.headers()["x-cache"].to_str().unwrap().to_owned());
+        assert_eq!(body_of(response).await, "answer 1");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for the burst");
+    assert_eq!(statuses.iter().filter(|s| *s == "MISS").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| *s == "HIT-L1").count(), 49);
+    assert_eq!(layer.shared.loading.len(), 0, "nothing left in flight");
+
+    // Off, each miss calls the service.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(cache())
+        .route("/menu/*", policy())
+        .no_coalescing();
+    let service = tower::Layer::layer(
+        &layer,
+        slow_service(Arc::clone(&calls), Duration::from_millis(100), &[]),
+    );
+    let burst: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(service.clone().oneshot(get("/menu/daily"))))
+        .collect();
+    for task in burst {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_call_the_service_themselves_when_the_answer_is_not_stored() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(cache()).route("/menu/*", policy());
+    let service = tower::Layer::layer(
+        &layer,
+        slow_service(
+            Arc::clone(&calls),
+            Duration::from_millis(50),
+            &[("cache-control", "no-store")],
+        ),
+    );
+    let burst: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(service.clone().oneshot(get("/menu/daily"))))
+        .collect();
+    let mut bodies = Vec::new();
+    for task in burst {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.headers()["x-cache"], "MISS");
+        bodies.push(body_of(response).await);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "no answer was shared");
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 5, "each got its own answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_first_request_releases_the_waiters_at_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(cache())
+        .route("/menu/*", policy())
+        .coalesce(Duration::from_secs(30));
+    let service = tower::Layer::layer(
+        &layer,
+        slow_service(Arc::clone(&calls), Duration::from_millis(300), &[]),
+    );
+    let first = tokio::spawn(service.clone().oneshot(get("/menu/daily")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(service.clone().oneshot(get("/menu/daily")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The client of the first request went away.
+    first.abort();
+    let started = std::time::Instant::now();
+    let response = second.await.unwrap().unwrap();
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    assert_eq!(body_of(response).await, "answer 2");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the 30 s wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_request_is_waited_for_only_as_long_as_configured() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(cache())
+        .route("/menu/*", policy())
+        .coalesce(Duration::from_millis(50));
+    let service = tower::Layer::layer(
+        &layer,
+        slow_service(Arc::clone(&calls), Duration::from_millis(400), &[]),
+    );
+    let first = tokio::spawn(service.clone().oneshot(get("/menu/daily")));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = service.clone().oneshot(get("/menu/daily")).await.unwrap();
+    // The second gave up waiting after 50 ms and asked the service itself.
+    assert_eq!(second.headers()["x-cache"], "MISS");
+    assert_eq!(body_of(second).await, "answer 2");
+    first.await.unwrap().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
