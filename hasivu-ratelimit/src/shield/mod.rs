@@ -104,7 +104,9 @@
 //!
 //! The score is the sum of the findings of one request (stateful detectors
 //! bring in the client's recent history). A score of 1 or more is logged
-//! (`suspicious request`, at `INFO`) and the inner service can read the
+//! (`suspicious request`: at `DEBUG` below half the threshold, so that a
+//! lone weak sign such as curl's user agent does not fill the logs, at
+//! `INFO` from half the threshold) and the inner service can read the
 //! [`ShieldVerdict`] from the request's extensions. At the threshold:
 //!
 //! - [`Action::LogOnly`]: logged and let through (shadow mode);

@@ -382,17 +382,30 @@ fn judge<Bl>(
     let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     match action {
         Action::LogOnly => {
-            tracing::info!(
-                target: "hasivu_ratelimit::shield",
-                ip = %ip_text,
-                score,
-                threshold = config.threshold,
-                reasons = %reasons,
-                method = %parts.method,
-                path = %path,
-                action = action.label(),
-                "suspicious request"
-            );
+            // A lone weak sign (curl's user agent, one 404 too many) is
+            // every script's daily life: DEBUG below half the threshold,
+            // INFO from there (and for a shadow-mode hit at the threshold).
+            macro_rules! suspicious {
+                ($level:expr) => {
+                    tracing::event!(
+                        target: "hasivu_ratelimit::shield",
+                        $level,
+                        ip = %ip_text,
+                        score,
+                        threshold = config.threshold,
+                        reasons = %reasons,
+                        method = %parts.method,
+                        path = %path,
+                        action = action.label(),
+                        "suspicious request"
+                    )
+                };
+            }
+            if score.saturating_mul(2) >= config.threshold {
+                suspicious!(tracing::Level::INFO);
+            } else {
+                suspicious!(tracing::Level::DEBUG);
+            }
             Outcome::Pass(Some(ShieldVerdict { score, findings }))
         }
         Action::Reject => {

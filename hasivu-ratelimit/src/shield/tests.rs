@@ -647,6 +647,47 @@ fn events_carry_reasons_but_no_payloads() {
     }
 }
 
+#[test]
+fn a_lone_weak_sign_is_logged_at_debug_and_a_stronger_one_at_info() {
+    let capture = Capture::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(capture.clone(), || {
+        runtime.block_on(async {
+            let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            // curl fetching the menu: automation, score 1 of 5.
+            let mut curl = get("198.51.100.20", "/menu/daily");
+            curl.headers_mut()
+                .insert("user-agent", "curl/8.5.0".parse().unwrap());
+            assert_eq!(service.clone().oneshot(curl).await.unwrap().status(), 200);
+            // A probe for /.env: score 3 of 5, let through and logged.
+            let probe = get("198.51.100.21", "/.env");
+            assert_eq!(service.oneshot(probe).await.unwrap().status(), 200);
+        });
+    });
+    let events = capture.0.lock().unwrap().clone();
+    let curl: Vec<_> = events
+        .iter()
+        .filter(|e| e.contains("ip=198.51.100.20"))
+        .collect();
+    assert_eq!(curl.len(), 1, "{events:?}");
+    assert!(
+        curl[0].starts_with("DEBUG ") && curl[0].contains("score=1"),
+        "{curl:?}"
+    );
+    let probe: Vec<_> = events
+        .iter()
+        .filter(|e| e.contains("ip=198.51.100.21"))
+        .collect();
+    assert_eq!(probe.len(), 1, "{events:?}");
+    assert!(
+        probe[0].starts_with("INFO ") && probe[0].contains("score=3"),
+        "{probe:?}"
+    );
+}
+
 /// Counts counter increments by their full key.
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<String>>>);
