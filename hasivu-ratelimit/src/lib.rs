@@ -102,7 +102,7 @@ pub use quota::Quota;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{
-    Algorithm, FailPolicy, LeaseConfig, RedisMemory, RedisMemoryBuilder, RedisStore,
+    Algorithm, AnyStore, FailPolicy, LeaseConfig, RedisMemory, RedisMemoryBuilder, RedisStore,
     RedisStoreBuilder,
 };
 pub use store::{LocalStore, LocalStoreBuilder, Store, StoreKey};

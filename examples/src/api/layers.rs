@@ -28,84 +28,10 @@
 //! [`CompressionLayer`]: hasivu_compress::CompressionLayer
 //! [`FieldSelectionLayer`]: hasivu_compress::FieldSelectionLayer
 
-use std::{borrow::Cow, net::IpAddr, time::Duration};
+use std::borrow::Cow;
 
 use hasivu_metrics::{RequestHead, RouteExtractor};
-use hasivu_ratelimit::{
-    LocalStore, Quota, RedisStore, Source, Store, StoreKey, Verdict,
-    shield::{BlockEntry, Blocklist, BlocklistError, LocalBlocklist, Lookup, RedisBlocklist},
-};
-
-/// The limiter's store: in process, or shared through Redis.
-#[derive(Clone, Debug)]
-pub enum AnyStore {
-    /// [`LocalStore`].
-    Local(LocalStore),
-    /// [`RedisStore`] (falls back to local counting when Redis is down).
-    Redis(RedisStore),
-}
-
-impl Store for AnyStore {
-    async fn check(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> (Verdict, Source) {
-        match self {
-            Self::Local(store) => Store::check(store, key, quota, cost).await,
-            Self::Redis(store) => Store::check(store, key, quota, cost).await,
-        }
-    }
-
-    fn check_now(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Option<(Verdict, Source)> {
-        match self {
-            Self::Local(store) => Store::check_now(store, key, quota, cost),
-            Self::Redis(store) => Store::check_now(store, key, quota, cost),
-        }
-    }
-}
-
-/// The shield's blocklist: in process, or shared through Redis.
-#[derive(Clone, Debug)]
-pub enum AnyBlocklist {
-    /// [`LocalBlocklist`].
-    Local(LocalBlocklist),
-    /// [`RedisBlocklist`].
-    Redis(RedisBlocklist),
-}
-
-impl Blocklist for AnyBlocklist {
-    fn lookup_now(&self, ip: IpAddr) -> Lookup {
-        match self {
-            Self::Local(b) => b.lookup_now(ip),
-            Self::Redis(b) => b.lookup_now(ip),
-        }
-    }
-
-    async fn lookup(&self, ip: IpAddr) -> Option<Duration> {
-        match self {
-            Self::Local(b) => b.lookup(ip).await,
-            Self::Redis(b) => b.lookup(ip).await,
-        }
-    }
-
-    async fn block(&self, ip: IpAddr, ttl: Duration, reason: &str) -> Result<(), BlocklistError> {
-        match self {
-            Self::Local(b) => b.block(ip, ttl, reason).await,
-            Self::Redis(b) => b.block(ip, ttl, reason).await,
-        }
-    }
-
-    async fn unblock(&self, ip: IpAddr) -> Result<bool, BlocklistError> {
-        match self {
-            Self::Local(b) => b.unblock(ip).await,
-            Self::Redis(b) => b.unblock(ip).await,
-        }
-    }
-
-    async fn entries(&self) -> Result<Vec<BlockEntry>, BlocklistError> {
-        match self {
-            Self::Local(b) => b.entries().await,
-            Self::Redis(b) => b.entries().await,
-        }
-    }
-}
+pub use hasivu_ratelimit::{AnyStore, shield::AnyBlocklist};
 
 /// The route template of a path, for metrics labels. The metrics layer
 /// runs outside the router, where axum's `MatchedPath` is not known yet,

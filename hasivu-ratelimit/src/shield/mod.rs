@@ -193,10 +193,10 @@ mod layer;
 #[cfg(feature = "tower")]
 mod service;
 
-pub use blocklist::{BlockEntry, Blocklist, BlocklistError, LocalBlocklist, Lookup};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use blocklist::{RedisBlocklist, RedisBlocklistBuilder};
+pub use blocklist::{AnyBlocklist, RedisBlocklist, RedisBlocklistBuilder};
+pub use blocklist::{BlockEntry, Blocklist, BlocklistError, LocalBlocklist, Lookup};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use body::{InspectedBody, ShieldBody};

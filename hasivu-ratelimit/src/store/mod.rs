@@ -1,6 +1,8 @@
 //! Where the counting happens: in process ([`LocalStore`]) or in Redis.
 
 #[cfg(feature = "redis")]
+mod any;
+#[cfg(feature = "redis")]
 mod breaker;
 mod local;
 #[cfg(feature = "redis")]
@@ -8,6 +10,9 @@ mod redis;
 
 use std::future::Future;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use any::AnyStore;
 pub use local::{LocalStore, LocalStoreBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

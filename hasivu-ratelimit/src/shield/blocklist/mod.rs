@@ -1,12 +1,16 @@
 //! Blocklists: clients refused for a while. [`LocalBlocklist`] in process,
 //! [`RedisBlocklist`] (feature `redis`) shared by instances.
 
+#[cfg(feature = "redis")]
+mod any;
 mod local;
 #[cfg(feature = "redis")]
 mod redis;
 
 use std::{future::Future, net::IpAddr, time::Duration};
 
+#[cfg(feature = "redis")]
+pub use any::AnyBlocklist;
 pub use local::LocalBlocklist;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBlocklist, RedisBlocklistBuilder};
