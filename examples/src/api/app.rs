@@ -25,9 +25,9 @@ use hasivu_metrics::{
 };
 use hasivu_pool::{Pool, PoolConfig, PoolManager, PostgresManager, RedisManager, SqliteManager};
 use hasivu_ratelimit::{
-    Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
+    AnyStore, Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
     http::{ClientIpKey, RateLimitLayer, UserOrIp},
-    shield::{LocalBlocklist, RedisBlocklist, ShieldLayer},
+    shield::{AnyBlocklist, LocalBlocklist, RedisBlocklist, ShieldLayer},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -39,7 +39,7 @@ use crate::api::{
     config::Config,
     db::{Db, DbError, MenuItem, PaymentMethod, School, today, weekday},
     history::HistoryPlace,
-    layers::{AnyBlocklist, AnyStore, ApiRoutes},
+    layers::ApiRoutes,
     routes,
 };
 

@@ -1,4 +1,4 @@
-//! The layer stack and the stores behind it.
+//! The layer stack, and the route templates the metrics layer labels with.
 //!
 //! Outermost first, as the design fixes it:
 //!
@@ -31,7 +31,6 @@
 use std::borrow::Cow;
 
 use hasivu_metrics::{RequestHead, RouteExtractor};
-pub use hasivu_ratelimit::{AnyStore, shield::AnyBlocklist};
 
 /// The route template of a path, for metrics labels. The metrics layer
 /// runs outside the router, where axum's `MatchedPath` is not known yet,
