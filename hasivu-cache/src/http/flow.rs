@@ -46,7 +46,7 @@ pub(crate) async fn handle<S, C, ReqBody, B>(
     shared: Arc<Shared<C>>,
     plan: Plan,
     service: S,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
@@ -57,24 +57,26 @@ where
     B::Data: Send,
     B::Error: Send,
 {
-    let (service, req) = match hit(&shared, &plan, service, req).await {
-        Ok(response) => return Ok(response),
-        Err(back) => back,
-    };
+    let mut service = Some(service);
+    if let Some(response) = hit(&shared, &plan, &mut service, &mut req).await {
+        return Ok(response);
+    }
+    let service = service.expect("only a hit takes the service");
     // The miss path lives in a future of its own, boxed only when taken,
     // so a hit moves and allocates a small future.
     Box::pin(coalesced_miss(shared, plan, service, req)).await
 }
 
-/// Serves the request from the cache when a fresh or stale entry is there
-/// (refreshing a stale one in the background); else gives the service and
-/// the request back.
+/// Serves the request from the cache when a fresh or stale entry is there;
+/// a stale one is refreshed in the background with the service, taken out
+/// of `service` (by reference, so that a hit moves nothing big; `&mut`
+/// for the request keeps the future `Send` without `ReqBody: Sync`).
 async fn hit<S, C, ReqBody, B>(
     shared: &Arc<Shared<C>>,
     plan: &Plan,
-    service: S,
-    req: Request<ReqBody>,
-) -> Result<Response<CacheBody<B>>, (S, Request<ReqBody>)>
+    service: &mut Option<S>,
+    req: &mut Request<ReqBody>,
+) -> Option<Response<CacheBody<B>>>
 where
     S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
     S::Future: Send,
@@ -85,14 +87,12 @@ where
     B::Error: Send,
 {
     let route = &shared.routes[plan.route];
-    let Some(hit) = lookup(shared, &plan.primary, &route.options, req.headers()).await else {
-        return Err((service, req));
-    };
+    let hit = lookup(shared, &plan.primary, &route.options, req.headers()).await?;
     let now = now_ms();
     let status = match hit.response.freshness(now) {
         Freshness::Fresh => hit.level,
         Freshness::Stale => CacheStatus::Stale,
-        Freshness::Expired => return Err((service, req)),
+        Freshness::Expired => return None,
     };
     let not_modified = if_none_match(
         req.headers()
@@ -110,11 +110,13 @@ where
         now,
         not_modified,
     );
-    if status == CacheStatus::Stale {
+    if status == CacheStatus::Stale
+        && let Some(service) = service.take()
+    {
         let key = hit.key.unwrap_or_else(|| plan.primary.clone());
-        refresh_in_background(shared, plan, &key, service, &req);
+        refresh_in_background(shared, plan, &key, service, req);
     }
-    Ok(response)
+    Some(response)
 }
 
 /// A miss, coalesced with the same key's miss in flight (see
@@ -123,7 +125,7 @@ async fn coalesced_miss<S, C, ReqBody, B>(
     shared: Arc<Shared<C>>,
     plan: Plan,
     service: S,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
@@ -148,13 +150,13 @@ where
             // Returns when the leader ends (the channel closes); a leader
             // that takes longer than `wait` is not waited for.
             let _ = tokio::time::timeout(wait, done.changed()).await;
-            match hit(&shared, &plan, service, req).await {
-                Ok(response) => {
-                    shared.metrics.coalesced.increment(1);
-                    Ok(response)
-                }
-                Err((service, req)) => miss(shared, plan, service, req).await,
+            let mut service = Some(service);
+            if let Some(response) = hit(&shared, &plan, &mut service, &mut req).await {
+                shared.metrics.coalesced.increment(1);
+                return Ok(response);
             }
+            let service = service.expect("only a hit takes the service");
+            miss(shared, plan, service, req).await
         }
         Join::Alone => miss(shared, plan, service, req).await,
     }
