@@ -284,7 +284,9 @@ impl<M: Manager> Shared<M> {
         let deadline = started + self.config.acquire_timeout;
         let mut first = true;
         loop {
-            if !first && Instant::now() >= deadline {
+            // One clock read per attempt: the first attempt's is `started`.
+            let now = if first { started } else { Instant::now() };
+            if !first && now >= deadline {
                 return Err(self.timed_out(started));
             }
             first = false;
@@ -295,7 +297,6 @@ impl<M: Manager> Shared<M> {
                 Create,
                 Wait(u64, tokio::sync::oneshot::Receiver<Handoff<M>>),
             }
-            let now = Instant::now();
             let mut expired = Vec::new();
             let step = {
                 let mut state = self.lock();
@@ -581,8 +582,9 @@ impl<M: Manager> Shared<M> {
             return;
         }
         conn.idle_since = now;
-        let weak = self.weak();
-        if let Some(Grant::Conn(conn)) = state.hand_off(Grant::Conn(conn), &weak) {
+        // Waiters get a clone of the pool's own weak handle: none is made
+        // when nobody waits.
+        if let Some(Grant::Conn(conn)) = state.hand_off(Grant::Conn(conn), &self.me) {
             state.idle.push_back(conn);
         }
     }
@@ -591,12 +593,12 @@ impl<M: Manager> Shared<M> {
     /// may create in it, else the pool shrinks.
     pub(crate) fn free_slot(&self) {
         let mut state = self.lock();
-        let weak = self.weak();
+        let weak = &self.me;
         let mut refused = None;
         if !state.closed && !state.waiters.is_empty() {
             match state.admit(Instant::now()) {
                 admit @ (Admit::Yes | Admit::Probe) => {
-                    if state.hand_off(Grant::Create, &weak).is_none() {
+                    if state.hand_off(Grant::Create, weak).is_none() {
                         return;
                     }
                     if admit == Admit::Probe {
@@ -614,17 +616,13 @@ impl<M: Manager> Shared<M> {
             && state.size == state.creating
         {
             while state
-                .hand_off(Grant::Unavailable(retry_in), &weak)
+                .hand_off(Grant::Unavailable(retry_in), weak)
                 .is_none()
             {}
         }
         drop(state);
         self.changed.notify_waiters();
         self.changed.notify_one();
-    }
-
-    fn weak(&self) -> Weak<Self> {
-        Weak::clone(&self.me)
     }
 
     fn retire(&self, conn: Conn<M::Connection>, reason: CloseReason) {
