@@ -336,7 +336,7 @@ fn backplane_propagation() -> String {
             v[(v.len() * p / 100).min(v.len() - 1)]
         };
         format!(
-            "Backplane propagation over 1000 writes (from the start of `set` on instance A to instance B having dropped its L1 copy): p50 {:?}, p99 {:?}; the `set` itself (L1 + Redis SET pipeline + PUBLISH): p50 {:?}, p99 {:?}",
+            "Backplane propagation over 1000 writes (from the start of `set` on instance A to instance B having dropped its L1 copy): p50 {:?}, p99 {:?}; the `set` itself (L1, then one pipeline: SET value, SET stamp, PUBLISH): p50 {:?}, p99 {:?}",
             pct(&mut delivered, 50),
             pct(&mut delivered, 99),
             pct(&mut set_only, 50),

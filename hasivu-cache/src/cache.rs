@@ -515,6 +515,33 @@ impl<C: Codec> Cache<C> {
         self.inner
             .store(key, Arc::new(value), bytes.len(), options, None, token)
             .await;
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &self.inner.l2
+            && !options.skip_l2
+            && !l2.is_cluster()
+        {
+            // One round trip: the value, its stamp and the backplane message.
+            let message = self.inner.message(crate::message::Op::Set, &[], &[key], 0);
+            let ttl = options.jittered(options.l2_ttl);
+            return match l2
+                .set_and_publish(key, &bytes, ttl, token.stamp(), &message)
+                .await
+            {
+                Ok(()) => {
+                    crate::invalidation::sent();
+                    Ok(())
+                }
+                Err(error) => {
+                    self.inner.stats.l2_error();
+                    // Strict or not, the others must hear of it later.
+                    let queued = self.inner.announce_later(key);
+                    if self.inner.strict {
+                        return Err(Error::L2(error.into()));
+                    }
+                    queued
+                }
+            };
+        }
         self.inner.l2_store(key, &bytes, options, token).await?;
         self.inner
             .announce(crate::message::Op::Set, key, options)

@@ -267,19 +267,10 @@ impl<C: Codec> Inner<C> {
                     }
                 }
             }
-            let message = Message {
-                op,
-                keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-                prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-                generation,
-                origin: self.origin,
-                sent_ms: crate::message::now_ms(),
-            };
-            let payload = serde_json::to_vec(&message).expect("a message serializes");
+            let payload = self.message(op, prefixes, keys, generation);
             return match l2.publish(&payload).await {
                 Ok(()) => {
-                    metrics::counter!("hasivu_cache_backplane_messages_total", "direction" => "sent")
-                        .increment(1);
+                    sent();
                     true
                 }
                 Err(_) => {
@@ -290,6 +281,40 @@ impl<C: Codec> Inner<C> {
         }
         let _ = (op, prefixes, keys, generation);
         true
+    }
+
+    /// A backplane message from this instance, serialized.
+    pub(crate) fn message(
+        &self,
+        op: Op,
+        prefixes: &[&str],
+        keys: &[&str],
+        generation: u64,
+    ) -> Vec<u8> {
+        let message = Message {
+            op,
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            generation,
+            origin: self.origin,
+            sent_ms: crate::message::now_ms(),
+        };
+        serde_json::to_vec(&message).expect("a message serializes")
+    }
+
+    /// Queues the announcement of a write of `key` for the replay (Redis
+    /// could not be told); in strict mode, the error to return.
+    pub(crate) fn announce_later(&self, key: &str) -> Result<(), Error> {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .add(&[], &[], &[key]);
+        if self.strict {
+            return Err(Error::L2(
+                "write not announced to other instances (queued)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Tells the other instances that `key` was written or removed, so they
@@ -303,16 +328,7 @@ impl<C: Codec> Inner<C> {
         if self.share(op, &[], &[key], 0).await {
             return Ok(());
         }
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .add(&[], &[], &[key]);
-        if self.strict {
-            return Err(Error::L2(
-                "write not announced to other instances (queued)".into(),
-            ));
-        }
-        Ok(())
+        self.announce_later(key)
     }
 
     /// Drops from L1 every entry under `prefixes` and the `keys`.
@@ -441,6 +457,11 @@ impl<C: Codec> crate::backplane::Target for Inner<C> {
         }
         .boxed()
     }
+}
+
+/// Counts a backplane message sent.
+pub(crate) fn sent() {
+    metrics::counter!("hasivu_cache_backplane_messages_total", "direction" => "sent").increment(1);
 }
 
 #[cfg(test)]

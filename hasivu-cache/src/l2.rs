@@ -230,6 +230,36 @@ impl RedisL2 {
         ttl: Duration,
         stamp: u64,
     ) -> Result<(), L2Error> {
+        let pipe = self.set_pipeline(key, value, ttl, stamp);
+        self.call("set", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// [`set`](Self::set) and a backplane message in the same round trip
+    /// (one server only: on a cluster the channel's shard is another node).
+    pub(crate) async fn set_and_publish(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        stamp: u64,
+        message: &[u8],
+    ) -> Result<(), L2Error> {
+        debug_assert!(!self.is_cluster(), "PUBLISH in a pipeline needs one server");
+        let mut pipe = self.set_pipeline(key, value, ttl, stamp);
+        pipe.cmd("PUBLISH")
+            .arg(keys::channel(&self.prefix))
+            .arg(message)
+            .ignore();
+        self.call("set", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    fn set_pipeline(&self, key: &str, value: &[u8], ttl: Duration, stamp: u64) -> redis::Pipeline {
         let millis = ttl_millis(ttl);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -246,10 +276,7 @@ impl RedisL2 {
                 .arg(millis)
                 .ignore();
         }
-        self.call("set", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
+        pipe
     }
 
     /// Removes `key` and its stamp (`UNLINK`: the memory is freed off the

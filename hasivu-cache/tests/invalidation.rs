@@ -458,3 +458,56 @@ async fn an_invalidation_queued_while_redis_stalls_is_retried_without_a_reconnec
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_round_trip_fails_is_announced_later() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set("menu:daily:current", "old".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("old")
+    );
+
+    // Writes stall for 800 ms: the write's one round trip (value, stamp and
+    // message) times out; the write holds locally and its announcement is
+    // queued.
+    let mut conn = raw(&redis).await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("WRITE")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    a.set("menu:daily:current", "new".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(a.pending_invalidations(), 1);
+    assert_eq!(
+        a.get::<String>("menu:daily:current")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("new")
+    );
+
+    // Once Redis takes writes again, B hears of it and reads the new value.
+    eventually(Duration::from_secs(5), async || {
+        a.pending_invalidations() == 0
+            && b.get::<String>("menu:daily:current")
+                .await
+                .unwrap()
+                .as_deref()
+                == Some("new")
+    })
+    .await;
+}

@@ -615,10 +615,7 @@ impl<M: Manager> Shared<M> {
         if let Some(retry_in) = refused
             && state.size == state.creating
         {
-            while state
-                .hand_off(Grant::Unavailable(retry_in), weak)
-                .is_none()
-            {}
+            while state.hand_off(Grant::Unavailable(retry_in), weak).is_none() {}
         }
         drop(state);
         self.changed.notify_waiters();
