@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use super::{
     Blocklist, Detector, DistinctPaths, Limits, LocalBlocklist, NotFoundRate, PathTraversal,
-    ProbePaths, RapidRequests, Shield, SqlInjection, UserAgents, Xss,
+    ProbePaths, RapidRequests, Shield, SqlInjection, UserAgents, Xss, log_throttle::LogThrottle,
 };
 use crate::{Cidr, http::ClientIpKey};
 
@@ -88,6 +88,9 @@ pub struct ShieldLayer<Bl = LocalBlocklist> {
     pub(crate) config: Arc<Config<Bl>>,
 }
 
+/// One log event per client per this interval, by default.
+const DEFAULT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Settings and state shared by the layer's services.
 #[derive(Clone)]
 pub(crate) struct Config<Bl> {
@@ -100,6 +103,7 @@ pub(crate) struct Config<Bl> {
     pub(crate) limits: Limits,
     pub(crate) inspect_bodies: bool,
     pub(crate) log_paths: bool,
+    pub(crate) log_throttle: Arc<LogThrottle>,
 }
 
 impl<Bl: std::fmt::Debug> std::fmt::Debug for Config<Bl> {
@@ -114,6 +118,7 @@ impl<Bl: std::fmt::Debug> std::fmt::Debug for Config<Bl> {
             .field("limits", &self.limits)
             .field("inspect_bodies", &self.inspect_bodies)
             .field("log_paths", &self.log_paths)
+            .field("log_throttle", &self.log_throttle)
             .finish()
     }
 }
@@ -154,6 +159,7 @@ impl ShieldLayer<LocalBlocklist> {
                 limits: Limits::default(),
                 inspect_bodies: true,
                 log_paths: true,
+                log_throttle: Arc::new(LogThrottle::new(DEFAULT_LOG_EVERY)),
             }),
         }
     }
@@ -218,6 +224,7 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
                 limits: c.limits,
                 inspect_bodies: c.inspect_bodies,
                 log_paths: c.log_paths,
+                log_throttle: c.log_throttle,
             }),
         }
     }
@@ -257,6 +264,17 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
     /// bodies are never logged.
     pub fn log_paths(self, enabled: bool) -> Self {
         self.edit(|c| c.log_paths = enabled)
+    }
+
+    /// At most one `suspicious request` or `request refused` event per
+    /// client per `interval` (default 10 s; zero logs every one): a client
+    /// that loops without pause would otherwise write a line per request.
+    /// The events in between are counted in
+    /// `hasivu_shield_log_suppressed_total`, and the next event carries
+    /// their number as `suppressed`. Blocks are always logged (a blocked
+    /// client is refused before inspection, without a log line).
+    pub fn log_every(self, interval: Duration) -> Self {
+        self.edit(|c| c.log_throttle = Arc::new(LogThrottle::new(interval)))
     }
 
     /// The blocklist, to unblock clients or list them.

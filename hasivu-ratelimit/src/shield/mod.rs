@@ -106,7 +106,8 @@
 //! bring in the client's recent history). A score of 1 or more is logged
 //! (`suspicious request`: at `DEBUG` below half the threshold, so that a
 //! lone weak sign such as curl's user agent does not fill the logs, at
-//! `INFO` from half the threshold) and the inner service can read the
+//! `INFO` from half the threshold; one event per client per 10 s, see
+//! [`ShieldLayer::log_every`]) and the inner service can read the
 //! [`ShieldVerdict`] from the request's extensions. At the threshold:
 //!
 //! - [`Action::LogOnly`]: logged and let through (shadow mode);
@@ -182,6 +183,7 @@
 
 mod blocklist;
 mod detect;
+mod log_throttle;
 mod state;
 
 #[cfg(feature = "tower")]

@@ -380,13 +380,24 @@ fn judge<Bl>(
         Cow::Borrowed("-")
     };
     let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    // Repeats from one client within the interval are counted, not logged.
+    let logged = match action {
+        Action::Block { .. } => Some(0),
+        _ => {
+            let admitted = config.log_throttle.admit(ip);
+            if admitted.is_none() {
+                metrics::counter!("hasivu_shield_log_suppressed_total").increment(1);
+            }
+            admitted
+        }
+    };
     match action {
         Action::LogOnly => {
             // A lone weak sign (curl's user agent, one 404 too many) is
             // every script's daily life: DEBUG below half the threshold,
             // INFO from there (and for a shadow-mode hit at the threshold).
             macro_rules! suspicious {
-                ($level:expr) => {
+                ($level:expr, $suppressed:expr) => {
                     tracing::event!(
                         target: "hasivu_ratelimit::shield",
                         $level,
@@ -397,29 +408,35 @@ fn judge<Bl>(
                         method = %parts.method,
                         path = %path,
                         action = action.label(),
+                        suppressed = $suppressed,
                         "suspicious request"
                     )
                 };
             }
-            if score.saturating_mul(2) >= config.threshold {
-                suspicious!(tracing::Level::INFO);
-            } else {
-                suspicious!(tracing::Level::DEBUG);
+            if let Some(suppressed) = logged {
+                if score.saturating_mul(2) >= config.threshold {
+                    suspicious!(tracing::Level::INFO, suppressed);
+                } else {
+                    suspicious!(tracing::Level::DEBUG, suppressed);
+                }
             }
             Outcome::Pass(Some(ShieldVerdict { score, findings }))
         }
         Action::Reject => {
-            tracing::warn!(
-                target: "hasivu_ratelimit::shield",
-                ip = %ip_text,
-                score,
-                threshold = config.threshold,
-                reasons = %reasons,
-                method = %parts.method,
-                path = %path,
-                action = action.label(),
-                "request refused by the abuse shield"
-            );
+            if let Some(suppressed) = logged {
+                tracing::warn!(
+                    target: "hasivu_ratelimit::shield",
+                    ip = %ip_text,
+                    score,
+                    threshold = config.threshold,
+                    reasons = %reasons,
+                    method = %parts.method,
+                    path = %path,
+                    action = action.label(),
+                    suppressed,
+                    "request refused by the abuse shield"
+                );
+            }
             Outcome::Reject
         }
         Action::Block { ttl } => {

@@ -688,6 +688,34 @@ fn a_lone_weak_sign_is_logged_at_debug_and_a_stronger_one_at_info() {
     );
 }
 
+#[test]
+fn a_client_repeating_itself_is_logged_once_per_interval() {
+    let capture = Capture::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(capture.clone(), || {
+        runtime.block_on(async {
+            let quiet = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            let every = ShieldLayer::new()
+                .log_every(Duration::ZERO)
+                .layer(service_fn(app::<Full<Bytes>>));
+            for (service, peer) in [(quiet, "198.51.100.30"), (every, "198.51.100.31")] {
+                for _ in 0..20 {
+                    let probe = get(peer, "/.env");
+                    let answer = service.clone().oneshot(probe).await.unwrap();
+                    assert_eq!(answer.status(), 200, "scored 3 of 5: let through");
+                }
+            }
+        });
+    });
+    let events = capture.0.lock().unwrap().clone();
+    let count = |ip: &str| events.iter().filter(|e| e.contains(&format!("ip={ip} "))).count();
+    assert_eq!(count("198.51.100.30"), 1, "once per 10 s: {events:?}");
+    assert_eq!(count("198.51.100.31"), 20, "every one with a zero interval");
+}
+
 /// Counts counter increments by their full key.
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<String>>>);
