@@ -37,7 +37,7 @@ use crate::api::{
     alert_history::AlertHistory,
     auth::{AuthLayer, Tokens},
     config::Config,
-    db::{Db, DbError, MenuItem, PaymentMethod, School, today, weekday},
+    db::{Db, DbError, MenuItem, PaymentMethod, School, seed::SeedData, today, weekday},
     history::HistoryPlace,
     layers::ApiRoutes,
     routes,
@@ -186,7 +186,11 @@ impl AppState {
                 Db::Sqlite(pools.pool("database", "sqlite", manager))
             }
         };
-        let seeded = db.migrate_and_seed(config.users, config.menu_items).await?;
+        let mut data = SeedData::generate(config.users, config.menu_items);
+        if let Some(portions) = config.portions {
+            data = data.with_portions(portions);
+        }
+        let seeded = db.migrate_and_seed(data).await?;
         tracing::info!(database = db.kind(), seeded, "database ready");
 
         let redis = match &config.redis_url {

@@ -37,6 +37,9 @@ pub struct Config {
     pub users: u32,
     /// `HASIVU_MENU_ITEMS` (default 100): menu items per school and day.
     pub menu_items: u32,
+    /// `HASIVU_PORTIONS`: portions of every menu item a day (default: the
+    /// seeded 200–499 each; raise it for long load tests).
+    pub portions: Option<u32>,
     /// `HASIVU_MAX_BODY_BYTES` (default 1 MiB): larger request bodies get 413.
     pub max_body_bytes: usize,
     /// `HASIVU_SHUTDOWN_GRACE_SECS` (default 10): how long in-flight
@@ -69,6 +72,7 @@ impl Default for Config {
             rate_payments: (30, 900),
             users: 1000,
             menu_items: 100,
+            portions: None,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
@@ -105,6 +109,7 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_TRUSTED_PROXIES",
     "HASIVU_USERS",
     "HASIVU_MENU_ITEMS",
+    "HASIVU_PORTIONS",
     "HASIVU_MAX_BODY_BYTES",
     "HASIVU_SHUTDOWN_GRACE_SECS",
     "HASIVU_MENU_TTL_SECS",
@@ -214,6 +219,9 @@ impl Config {
         if let Some(v) = get("HASIVU_MENU_ITEMS") {
             config.menu_items = parse("HASIVU_MENU_ITEMS", &v)?;
         }
+        if let Some(v) = get("HASIVU_PORTIONS") {
+            config.portions = Some(parse("HASIVU_PORTIONS", &v)?);
+        }
         if let Some(v) = get("HASIVU_MAX_BODY_BYTES") {
             config.max_body_bytes = parse("HASIVU_MAX_BODY_BYTES", &v)?;
         }
@@ -264,6 +272,10 @@ mod tests {
         let bad =
             Config::from_lookup(|name| (name == "HASIVU_TRUSTED_PROXIES").then(|| "x/99".into()));
         assert!(bad.unwrap_err().0.starts_with("HASIVU_TRUSTED_PROXIES"));
+        assert_eq!(config.portions, None);
+        let plenty =
+            Config::from_lookup(|name| (name == "HASIVU_PORTIONS").then(|| "1000000".into()));
+        assert_eq!(plenty.unwrap().portions, Some(1_000_000));
         let bad = Config::from_lookup(|name| (name == "HASIVU_USERS").then(|| "many".into()));
         assert!(bad.unwrap_err().0.starts_with("HASIVU_USERS"));
     }

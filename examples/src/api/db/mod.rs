@@ -313,15 +313,16 @@ impl Db {
         }
     }
 
-    /// Creates the schema and seeds it when empty; returns whether it seeded.
+    /// Creates the schema and seeds it with `data` when empty; returns
+    /// whether it seeded.
     ///
     /// # Errors
     ///
     /// The backend's error.
-    pub async fn migrate_and_seed(&self, users: u32, items: u32) -> Result<bool, DbError> {
+    pub async fn migrate_and_seed(&self, data: seed::SeedData) -> Result<bool, DbError> {
         match self {
-            Self::Sqlite(pool) => sqlite::migrate_and_seed(pool, users, items).await,
-            Self::Postgres(pool) => postgres::migrate_and_seed(pool, users, items).await,
+            Self::Sqlite(pool) => sqlite::migrate_and_seed(pool, data).await,
+            Self::Postgres(pool) => postgres::migrate_and_seed(pool, data).await,
         }
     }
 

@@ -30,8 +30,7 @@ pub(super) async fn ping(pool: &Pool<PostgresManager>) -> Result<(), DbError> {
 
 pub(super) async fn migrate_and_seed(
     pool: &Pool<PostgresManager>,
-    users: u32,
-    items: u32,
+    data: SeedData,
 ) -> Result<bool, DbError> {
     let mut conn = pool.get().await.map_err(DbError::from)?;
     let client = conn.client_mut();
@@ -52,7 +51,6 @@ pub(super) async fn migrate_and_seed(
         tx.commit().await.map_err(DbError::from)?;
         return Ok(false);
     }
-    let data = SeedData::generate(users, items);
     let ids: Vec<i64> = data.schools.iter().map(|s| s.id).collect();
     let names: Vec<&str> = data.schools.iter().map(|s| s.name.as_str()).collect();
     let cities: Vec<&str> = data.schools.iter().map(|s| s.city.as_str()).collect();

@@ -132,6 +132,16 @@ const STYLES: [&str; 5] = [
 const ALLERGENS: [&str; 5] = ["", "dairy", "gluten", "nuts", "dairy,nuts"];
 
 impl SeedData {
+    /// Every menu item with `portions` portions a day instead of the
+    /// seeded 200–499 (a load test that orders without pause sells those
+    /// out within a minute; see `HASIVU_PORTIONS`).
+    pub fn with_portions(mut self, portions: u32) -> Self {
+        for item in &mut self.menu {
+            item.portions_left = i64::from(portions);
+        }
+        self
+    }
+
     /// The data for `users` users and `items` menu items per school and day.
     pub fn generate(users: u32, items: u32) -> Self {
         let schools = SCHOOLS
@@ -232,5 +242,8 @@ mod tests {
         assert_eq!(a.menu.len(), 3 * 7 * 100);
         assert_eq!(a.users[1].email, "parent@hasivu.example");
         assert_eq!(a.menu[57].name, b.menu[57].name);
+        assert!(a.menu.iter().all(|m| (200..500).contains(&m.portions_left)));
+        let plenty = a.with_portions(1_000_000);
+        assert!(plenty.menu.iter().all(|m| m.portions_left == 1_000_000));
     }
 }

@@ -33,8 +33,7 @@ pub(super) async fn ping(pool: &Pool<SqliteManager>) -> Result<(), DbError> {
 
 pub(super) async fn migrate_and_seed(
     pool: &Pool<SqliteManager>,
-    users: u32,
-    items: u32,
+    data: SeedData,
 ) -> Result<bool, DbError> {
     run(pool, move |db| {
         db.execute_batch(schema::SQLITE)?;
@@ -42,7 +41,6 @@ pub(super) async fn migrate_and_seed(
         if seeded > 0 {
             return Ok(false);
         }
-        let data = SeedData::generate(users, items);
         let tx = db.transaction()?;
         {
             let mut s = tx.prepare("INSERT INTO schools VALUES (?1, ?2, ?3, 1)")?;
