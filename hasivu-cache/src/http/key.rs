@@ -154,8 +154,9 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
 /// Normalises a query: each `&`-separated parameter normalised as a path
 /// is, empty parameters dropped, parameters stably sorted by name (the part
 /// before the first `=`), so `b=2&a=1` and `a=1&b=2` are one query while
-/// `a=1&a=2` and `a=2&a=1` stay apart. `None` for an empty query.
-pub(crate) fn normalize_query(query: &str) -> Option<String> {
+/// `a=1&a=2` and `a=2&a=1` stay apart. With `keep`, only the parameters
+/// whose normalised name it lists remain. `None` for an empty query.
+pub(crate) fn normalize_query(query: &str, keep: Option<&[String]>) -> Option<String> {
     let mut params: Vec<String> = query
         .split('&')
         .filter(|param| !param.is_empty())
@@ -164,6 +165,7 @@ pub(crate) fn normalize_query(query: &str) -> Option<String> {
             normalize_into(param.as_bytes(), is_query_literal, &mut out);
             out
         })
+        .filter(|param| keep.is_none_or(|names| names.iter().any(|n| n == param_name(param))))
         .collect();
     if params.is_empty() {
         return None;
@@ -292,17 +294,30 @@ mod tests {
 
     #[test]
     fn queries_are_sorted_by_name_and_stable() {
-        assert_eq!(normalize_query("b=2&a=1").as_deref(), Some("a=1&b=2"));
+        assert_eq!(normalize_query("b=2&a=1", None).as_deref(), Some("a=1&b=2"));
         assert_eq!(
-            normalize_query("a=2&b=1&a=1").as_deref(),
+            normalize_query("a=2&b=1&a=1", None).as_deref(),
             Some("a=2&a=1&b=1")
         );
-        assert_eq!(normalize_query(""), None);
-        assert_eq!(normalize_query("&&"), None);
-        assert_eq!(normalize_query("a=%7e&&b"), Some("a=~&b".to_owned()));
-        assert_eq!(normalize_query("q=a%26b=c").as_deref(), Some("q=a%26b=c"));
-        assert_eq!(normalize_query("x=1|2").as_deref(), Some("x=1%7C2"));
-        assert_eq!(normalize_query("next=/a?b").as_deref(), Some("next=/a?b"));
+        assert_eq!(normalize_query("", None), None);
+        assert_eq!(normalize_query("&&", None), None);
+        assert_eq!(normalize_query("a=%7e&&b", None), Some("a=~&b".to_owned()));
+        assert_eq!(
+            normalize_query("q=a%26b=c", None).as_deref(),
+            Some("q=a%26b=c")
+        );
+        assert_eq!(normalize_query("x=1|2", None).as_deref(), Some("x=1%7C2"));
+        let keep = ["page".to_owned()];
+        assert_eq!(
+            normalize_query("junk=1&p%61ge=2&page", Some(&keep)).as_deref(),
+            Some("page=2&page")
+        );
+        assert_eq!(normalize_query("junk=1", Some(&keep)), None);
+        assert_eq!(normalize_query("page=1", Some(&[])), None);
+        assert_eq!(
+            normalize_query("next=/a?b", None).as_deref(),
+            Some("next=/a?b")
+        );
     }
 
     #[test]
@@ -376,8 +391,8 @@ mod tests {
 
         #[test]
         fn query_normalisation_is_idempotent(query in "[a-z0-9=&%~|.?/]{0,40}") {
-            let once = normalize_query(&query);
-            let twice = once.as_deref().and_then(normalize_query);
+            let once = normalize_query(&query, None);
+            let twice = once.as_deref().and_then(|q| normalize_query(q, None));
             prop_assert_eq!(once, twice);
         }
 
@@ -397,8 +412,8 @@ mod tests {
             let mut rng = fastrand::Rng::with_seed(seed);
             rng.shuffle(&mut shuffled);
             prop_assert_eq!(
-                normalize_query(&params.join("&")),
-                normalize_query(&shuffled.join("&"))
+                normalize_query(&params.join("&"), None),
+                normalize_query(&shuffled.join("&"), None)
             );
         }
 
@@ -406,8 +421,8 @@ mod tests {
         fn same_name_parameters_keep_their_order(a in "[a-z0-9]{1,4}", b in "[a-z0-9]{1,4}") {
             prop_assume!(a != b);
             prop_assert_ne!(
-                normalize_query(&format!("x={a}&x={b}")),
-                normalize_query(&format!("x={b}&x={a}"))
+                normalize_query(&format!("x={a}&x={b}"), None),
+                normalize_query(&format!("x={b}&x={a}"), None)
             );
         }
 

@@ -58,6 +58,7 @@ pub struct RoutePolicy {
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) max_body_bytes: usize,
     pub(crate) cache_control: bool,
+    pub(crate) query_params: Option<Vec<String>>,
     #[serde(skip)]
     pub(crate) per_user: Option<PerUser>,
 }
@@ -73,6 +74,7 @@ impl fmt::Debug for RoutePolicy {
             .field("tags", &self.tags)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("cache_control", &self.cache_control)
+            .field("query_params", &self.query_params)
             .field("per_user", &self.per_user.is_some())
             .finish()
     }
@@ -90,7 +92,8 @@ impl RoutePolicy {
     /// stale-while-revalidate, no `s-maxage`, the statuses 200, 203, 204,
     /// 300, 301, 308, 404 and 410, namespace `http:`, tags derived from the
     /// namespace, bodies up to 1 MiB, `Cache-Control` emitted, requests
-    /// with `Authorization` or `Cookie` not cached.
+    /// with `Authorization` or `Cookie` not cached, every query parameter
+    /// part of the key.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -101,6 +104,7 @@ impl RoutePolicy {
             tags: None,
             max_body_bytes: 1024 * 1024,
             cache_control: true,
+            query_params: None,
             per_user: None,
         }
     }
@@ -193,6 +197,39 @@ impl RoutePolicy {
     #[must_use]
     pub fn cache_control(mut self, enabled: bool) -> Self {
         self.cache_control = enabled;
+        self
+    }
+
+    /// Only these query parameters are part of the key; the others are
+    /// dropped from the request before the service sees it, so the cached
+    /// answer is exactly the answer to the key. An empty list ignores the
+    /// query altogether.
+    ///
+    /// By default every parameter counts, as in most CDNs: then a client
+    /// can make a new entry per request with a cache-busting parameter
+    /// (`?junk=1`, `?junk=2`…), pushing useful entries out of L1 and
+    /// filling L2 until their caps. Declare the parameters each route
+    /// reads. Names are compared after normalisation (`p%61ge` is `page`),
+    /// case-sensitively.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hasivu_cache::RoutePolicy;
+    ///
+    /// // `/products?page=2&utm_source=mail` is cached and served as
+    /// // `/products?page=2`.
+    /// let products = RoutePolicy::new(Duration::from_secs(60)).query_params(["page", "sort"]);
+    /// // `/menu?anything` is `/menu`.
+    /// let menu = RoutePolicy::new(Duration::from_secs(60)).query_params(Vec::<String>::new());
+    /// # let _ = (products, menu);
+    /// ```
+    #[must_use]
+    pub fn query_params<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.query_params = Some(names.into_iter().map(Into::into).collect());
         self
     }
 

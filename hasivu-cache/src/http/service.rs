@@ -144,7 +144,10 @@ where
         } else {
             (req, None)
         };
-        let query = req.uri().query().and_then(normalize_query);
+        let query = req
+            .uri()
+            .query()
+            .and_then(|q| normalize_query(q, route.policy.query_params.as_deref()));
         let primary = primary_key(
             &route.policy.namespace,
             &path,

@@ -521,3 +521,66 @@ async fn a_slow_first_request_is_waited_for_only_as_long_as_configured() {
     first.await.unwrap().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn only_the_declared_query_parameters_make_a_key() {
+    let recorder = Recorder::default();
+    let layer = CacheLayer::new(cache())
+        .route("/menu", policy().query_params(["page"]))
+        .route("/any", policy());
+    let service = tower::Layer::layer(&layer, recorder.service("ok"));
+
+    // A cache-busting parameter neither makes an entry nor reaches the
+    // service: a hundred of them are one entry and one call.
+    for n in 0..100 {
+        let response = service
+            .clone()
+            .oneshot(get(&format!("/menu?junk={n}&utm_source=x{n}")))
+            .await
+            .unwrap();
+        let expected = if n == 0 { "MISS" } else { "HIT-L1" };
+        assert_eq!(response.headers()["x-cache"], expected, "request {n}");
+    }
+    assert_eq!(recorder.calls(), 1);
+    assert_eq!(
+        recorder.last().1,
+        "/menu",
+        "undeclared parameters are not forwarded"
+    );
+    // A declared one is part of the key and is forwarded (normalised).
+    let response = service
+        .clone()
+        .oneshot(get("/menu?junk=1&p%61ge=2"))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    assert_eq!(recorder.last().1, "/menu?page=2");
+    let response = service.clone().oneshot(get("/menu?page=2")).await.unwrap();
+    assert_eq!(response.headers()["x-cache"], "HIT-L1");
+    assert_eq!(recorder.calls(), 2);
+
+    // Without a declaration every parameter counts, as before.
+    service.clone().oneshot(get("/any?a=1")).await.unwrap();
+    service.clone().oneshot(get("/any?a=2")).await.unwrap();
+    assert_eq!(recorder.calls(), 4);
+    // An empty declaration ignores the query entirely.
+    let none = CacheLayer::new(cache()).route("/x", policy().query_params(Vec::<String>::new()));
+    let recorder = Recorder::default();
+    let service = tower::Layer::layer(&none, recorder.service("ok"));
+    service.clone().oneshot(get("/x?a=1")).await.unwrap();
+    service.clone().oneshot(get("/x?b=2")).await.unwrap();
+    assert_eq!(recorder.calls(), 1);
+    assert_eq!(recorder.last().1, "/x");
+}
+
+#[test]
+fn query_parameters_load_from_configuration() {
+    let policy: RoutePolicy =
+        serde_json::from_str(r#"{ "query_params": ["page", "fields"] }"#).unwrap();
+    assert_eq!(
+        policy.query_params.as_deref(),
+        Some(&["page".to_owned(), "fields".to_owned()][..])
+    );
+    let policy: RoutePolicy = serde_json::from_str("{}").unwrap();
+    assert!(policy.query_params.is_none());
+}
