@@ -12,6 +12,10 @@
 //! take a dependency away in the middle of a run and bring it back, the way
 //! an outage happens in production.
 //!
+//! [`FaultProxy`] sits between a client and one of those servers and
+//! injects what clean stops and starts do not: latency, a stall, half-open
+//! connections, resets, connections cut after N bytes.
+//!
 //! A missing server binary is a failure, never a skip: the panic message
 //! names the Debian package to install (`redis-server`, `postgresql`).
 //!
@@ -33,9 +37,11 @@ mod cluster;
 mod error;
 mod postgres;
 mod process;
+mod proxy;
 mod redis;
 
 pub use cluster::RedisCluster;
 pub use error::Error;
 pub use postgres::{PostgresServer, PostgresServerBuilder};
+pub use proxy::FaultProxy;
 pub use redis::{RedisServer, RedisServerBuilder};
