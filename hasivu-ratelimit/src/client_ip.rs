@@ -1,5 +1,7 @@
 //! Who the client is: the socket peer, or the address a trusted proxy
-//! forwarded. Pure parsing: CIDRs, `Forwarded` and `X-Forwarded-For`.
+//! forwarded. Pure parsing: CIDRs, `Forwarded`, `X-Forwarded-For` and
+//! single-address headers, read right to left, lazily and for at most
+//! [`TrustedProxies::MAX_HOPS`] hops.
 
 // The header parsers serve the tower layer's key extraction.
 #![cfg_attr(not(feature = "tower"), allow(dead_code))]
@@ -98,6 +100,15 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct TrustedProxies(Vec<Cidr>);
 
 impl TrustedProxies {
+    /// The most forwarded hops read, right to left, from one request.
+    ///
+    /// A chain of more trusted proxies than this ends at the 32nd hop from
+    /// the right: that address (a trusted proxy's) is the client, never one
+    /// further left. Real deployments have one to four proxies; the bound
+    /// keeps the work and memory per request constant whatever a client
+    /// sends.
+    pub const MAX_HOPS: usize = 32;
+
     /// No trusted proxy.
     pub fn none() -> Self {
         Self::default()
@@ -127,8 +138,8 @@ impl TrustedProxies {
 
     /// The client address: starting from the socket peer, and only while
     /// the hop at hand is a trusted proxy, the next address to the left in
-    /// `forwarded_for` (the `X-Forwarded-For` or `Forwarded` chain, oldest
-    /// first). An unparsable entry ends the walk at the last good hop.
+    /// `forwarded_for` (the forwarded chain, oldest first). At most
+    /// [`MAX_HOPS`](Self::MAX_HOPS) hops are read.
     ///
     /// ```
     /// use hasivu_ratelimit::TrustedProxies;
@@ -143,51 +154,97 @@ impl TrustedProxies {
     /// assert_eq!(proxies.client("192.0.2.4".parse().unwrap(), &chain).to_string(), "192.0.2.4");
     /// ```
     pub fn client(&self, peer: IpAddr, forwarded_for: &[IpAddr]) -> IpAddr {
+        self.walk(peer, forwarded_for.iter().rev().map(|hop| Some(*hop)))
+    }
+
+    /// [`client`](Self::client) over hops given right to left, `None` for
+    /// an unreadable one (the walk ends at the last good hop). Hops are
+    /// pulled only while the current one is trusted, at most `MAX_HOPS`.
+    pub(crate) fn walk(
+        &self,
+        peer: IpAddr,
+        right_to_left: impl Iterator<Item = Option<IpAddr>>,
+    ) -> IpAddr {
         let mut client = canonical(peer);
-        for hop in forwarded_for.iter().rev() {
-            if !self.contains(client) {
-                break;
+        let mut hops = right_to_left.take(Self::MAX_HOPS);
+        while self.contains(client) {
+            match hops.next() {
+                Some(Some(hop)) => client = canonical(hop),
+                _ => break,
             }
-            client = canonical(*hop);
         }
         client
     }
 }
 
-/// The addresses in `X-Forwarded-For` header values, oldest first; `None`
-/// when an entry is not an address (the chain cannot be trusted past it).
-pub(crate) fn parse_x_forwarded_for<'a>(
-    values: impl Iterator<Item = &'a str>,
-) -> Vec<Option<IpAddr>> {
-    values
-        .flat_map(|v| v.split(','))
-        .map(|entry| parse_node(entry.trim()))
-        .collect()
+/// The hops of `X-Forwarded-For`, right to left, from its header values
+/// given last first; `None` for an entry that is not an address (the chain
+/// cannot be trusted past it). Lazy: a caller that stops early reads only
+/// the bytes it needs.
+pub(crate) fn x_forwarded_for_hops<'a>(
+    last_first: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = Option<IpAddr>> {
+    last_first
+        .flat_map(|value| value.rsplit(|b| *b == b','))
+        .map(parse_node)
+        .take(TrustedProxies::MAX_HOPS)
 }
 
-/// The `for=` addresses in `Forwarded` header values (RFC 7239), oldest
-/// first; `None` for obfuscated or unknown nodes.
-pub(crate) fn parse_forwarded<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Option<IpAddr>> {
-    values
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| parse_node(value.trim().trim_matches('"')))
-            })
+/// The `for=` addresses of `Forwarded` elements (RFC 7239), right to left,
+/// from its header values given last first; `None` for an obfuscated or
+/// unknown node, or an element without `for=` (a proxy that names no
+/// client vouches for none to its left).
+pub(crate) fn forwarded_hops<'a>(
+    last_first: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = Option<IpAddr>> {
+    last_first
+        .flat_map(|value| value.rsplit(|b| *b == b','))
+        .map(|element| {
+            element.split(|b| *b == b';').find_map(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                let (name, value) = (pair[..eq].trim_ascii(), &pair[eq + 1..]);
+                name.eq_ignore_ascii_case(b"for").then(|| {
+                    let value = value.trim_ascii();
+                    let unquoted = value
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(value);
+                    parse_node(unquoted)
+                })
+            })?
         })
-        .collect()
+        .take(TrustedProxies::MAX_HOPS)
 }
 
-/// An address, with an optional port (`1.2.3.4:80`, `[2001:db8::1]:443`).
-fn parse_node(node: &str) -> Option<IpAddr> {
+/// The one hop of a header holding a single address (`X-Real-IP`,
+/// `CF-Connecting-IP`): `None` unless there is exactly one value holding
+/// one address, since a proxy that sets such a header replaces it.
+pub(crate) fn single_hop<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<IpAddr> {
+    match (values.next(), values.next()) {
+        (Some(value), None) => parse_node(value),
+        _ => None,
+    }
+}
+
+/// An address, with an optional port (`1.2.3.4:80`, `[2001:db8::1]:443`),
+/// surrounding spaces allowed.
+fn parse_node(node: &[u8]) -> Option<IpAddr> {
+    // The longest node is a bracketed IPv6 address with a port.
+    const LONGEST: usize = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535".len();
+    let node = node.trim_ascii();
+    if node.len() > LONGEST {
+        return None;
+    }
+    let node = std::str::from_utf8(node).ok()?;
     if let Ok(ip) = node.parse::<IpAddr>() {
         return Some(ip);
     }
     if let Some(rest) = node.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
+        let (addr, port) = rest.split_once(']')?;
+        if !(port.is_empty() || port.strip_prefix(':')?.parse::<u16>().is_ok()) {
+            return None;
+        }
+        return addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
     }
     let (host, port) = node.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
@@ -237,28 +294,86 @@ mod tests {
         }
     }
 
+    /// Hops of header values given in arrival order, right to left.
+    fn xff(values: &[&str]) -> Vec<Option<IpAddr>> {
+        x_forwarded_for_hops(values.iter().rev().map(|v| v.as_bytes())).collect()
+    }
+
+    fn fwd(values: &[&str]) -> Vec<Option<IpAddr>> {
+        forwarded_hops(values.iter().rev().map(|v| v.as_bytes())).collect()
+    }
+
     #[test]
     fn header_parsing() {
         assert_eq!(
-            parse_x_forwarded_for(["203.0.113.9, 10.0.0.1", "[2001:db8::1]:443"].into_iter()),
+            xff(&["203.0.113.9, 10.0.0.1", "[2001:db8::1]:443"]),
             vec![
-                Some(ip("203.0.113.9")),
+                Some(ip("2001:db8::1")),
                 Some(ip("10.0.0.1")),
-                Some(ip("2001:db8::1"))
+                Some(ip("203.0.113.9")),
             ]
         );
         assert_eq!(
-            parse_x_forwarded_for(["1.2.3.4:8080, unknown"].into_iter()),
-            vec![Some(ip("1.2.3.4")), None]
+            xff(&["1.2.3.4:8080, unknown"]),
+            vec![None, Some(ip("1.2.3.4"))]
         );
         assert_eq!(
-            parse_forwarded(
-                [r#"for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711""#]
-                    .into_iter()
-            ),
-            vec![Some(ip("192.0.2.60")), Some(ip("2001:db8:cafe::17"))]
+            xff(&["[2001:db8::1]junk, 1.2.3.4"])[1],
+            None,
+            "only a port may follow a bracketed address"
         );
-        assert_eq!(parse_forwarded(["for=_hidden"].into_iter()), vec![None]);
+        assert_eq!(
+            fwd(&[r#"for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711""#]),
+            vec![Some(ip("2001:db8:cafe::17")), Some(ip("192.0.2.60"))]
+        );
+        assert_eq!(
+            fwd(&["For = 192.0.2.61 ", "proto=https"]),
+            vec![None, Some(ip("192.0.2.61"))],
+            "an element without for= is unreadable"
+        );
+        assert_eq!(fwd(&["for=_hidden"]), vec![None]);
+        assert_eq!(
+            single_hop(["192.0.2.1 ".as_bytes()].into_iter()),
+            Some(ip("192.0.2.1"))
+        );
+        assert_eq!(single_hop(std::iter::empty()), None);
+        assert_eq!(
+            single_hop(["192.0.2.1", "192.0.2.2"].map(str::as_bytes).into_iter()),
+            None
+        );
+        assert_eq!(
+            single_hop(["192.0.2.1, 192.0.2.2".as_bytes()].into_iter()),
+            None
+        );
+    }
+
+    #[test]
+    fn hop_lists_never_exceed_max_hops() {
+        let max = TrustedProxies::MAX_HOPS;
+        assert_eq!(max, 32);
+        let commas = ",".repeat(100_000);
+        assert_eq!(xff(&[&commas]).len(), max);
+        assert_eq!(fwd(&[&commas]).len(), max);
+        let trusted = vec!["10.0.0.1"; 10_000];
+        assert_eq!(xff(&trusted).len(), max);
+        let elements = vec!["for=10.0.0.1;proto=https"; 10_000];
+        assert_eq!(fwd(&elements).len(), max);
+        let one_line = vec!["10.0.0.1"; 10_000].join(",");
+        assert_eq!(xff(&[&one_line]).len(), max);
+        // The walk over all of them: the 32nd hop from the right.
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let chain: Vec<IpAddr> = std::iter::once(ip("198.51.100.1"))
+            .chain((1..=40).map(|i| IpAddr::from([10, 0, 0, i])))
+            .collect();
+        assert_eq!(proxies.client(ip("10.0.0.200"), &chain), ip("10.0.0.9"));
+        assert_eq!(
+            proxies.client(ip("10.0.0.200"), &chain[chain.len() - 32..]),
+            ip("10.0.0.9")
+        );
+        assert_eq!(
+            proxies.client(ip("10.0.0.200"), &chain[chain.len() - 31..]),
+            ip("10.0.0.10")
+        );
     }
 
     #[test]
@@ -286,6 +401,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever the bytes, reading them ends, within the bound.
+        #[test]
+        fn hostile_header_values_read_at_most_max_hops(
+            values in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(b"0123456789abcdef.:[]=;,\" forFOR_".to_vec()),
+                    0..200,
+                ),
+                0..20,
+            ),
+        ) {
+            let last_first = || values.iter().rev().map(Vec::as_slice);
+            proptest::prop_assert!(x_forwarded_for_hops(last_first()).count() <= TrustedProxies::MAX_HOPS);
+            proptest::prop_assert!(forwarded_hops(last_first()).count() <= TrustedProxies::MAX_HOPS);
+            let _ = single_hop(last_first());
+        }
+
         #[test]
         fn an_untrusted_peer_is_always_the_client(
             a in proptest::prelude::any::<[u8; 4]>(),

@@ -98,7 +98,7 @@ pub use load::{
     CompositeLoad, ErrorRate, Hysteresis, InFlight, InFlightGuard, LoadControl, LoadSignal,
 };
 pub use policy::{Policies, Policy, Tiers};
-pub use quota::Quota;
+pub use quota::{Quota, WhenFull};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{

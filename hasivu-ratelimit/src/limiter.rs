@@ -378,6 +378,44 @@ mod tests {
         assert!(second.shadow);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_refuses_new_logins_and_admits_new_general_requests() {
+        let store = LocalStore::builder().max_keys(64).tokio_time(true).build();
+        let limiter = Limiter::builder().store(store.clone()).build();
+        // Clients of the general policy fill every shard.
+        let mut i = 0;
+        while store.len() < 64 {
+            assert!(limiter.check(&format!("192.0.2.{i}"), 1).await.is_allowed());
+            i += 1;
+            assert!(i < 100_000, "the store never filled");
+        }
+        let login = |key| Request {
+            method: "POST",
+            path: "/auth/login",
+            key,
+            tier: None,
+            cost: 1,
+        };
+        let refused = limiter.check_request(login("203.0.113.1")).await;
+        assert!(!refused.is_allowed(), "a strict policy fails closed");
+        assert_eq!(&*refused.policy, "login");
+        let retry = refused.verdict.retry_after.expect("a retry hint");
+        assert!(retry <= Duration::from_millis(900), "{retry:?}");
+        assert_eq!(store.refusals(), 1);
+        assert!(
+            limiter.check("203.0.113.2", 1).await.is_allowed(),
+            "the general policy evicts instead"
+        );
+        // Once the general keys have rested, the login gets in.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            limiter
+                .check_request(login("203.0.113.1"))
+                .await
+                .is_allowed()
+        );
+    }
+
     #[tokio::test]
     async fn routes_pick_their_policy_and_count_apart() {
         let limiter = Limiter::builder().build();

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::Quota;
+use crate::{Quota, WhenFull};
 
 /// A named quota. The name identifies the policy in the `RateLimit-Policy`
 /// header and keeps the counters of different policies apart.
@@ -115,27 +115,40 @@ impl Policies {
     /// The report's general limit with stricter policies for login and
     /// payments:
     ///
-    /// | policy | routes | quota |
-    /// | --- | --- | --- |
-    /// | `general` | everything else | 1000 per 15 min (the report's) |
-    /// | `login` | `POST /auth/login` | 10 per 15 min, burst 5 |
-    /// | `payments` | `POST /payments/*` | 30 per 15 min, burst 10 |
+    /// | policy | routes | quota | when the local store is full |
+    /// | --- | --- | --- | --- |
+    /// | `general` | everything else | 1000 per 15 min (the report's) | evict |
+    /// | `login` | `POST /auth/login` | 10 per 15 min, burst 5 | refuse |
+    /// | `payments` | `POST /payments/*` | 30 per 15 min, burst 10 | refuse |
     ///
     /// Login is limited hard because each attempt costs a deliberate
     /// password hash and invites credential stuffing; payments because each
-    /// one reaches a payment provider. Tier multipliers apply to all three.
+    /// one reaches a payment provider. For the same reasons both are strict
+    /// ([`WhenFull::Refuse`]): a full local store refuses a new client
+    /// rather than forget one still counting. Tier multipliers apply to
+    /// all three.
     pub fn report_defaults() -> Self {
         let fifteen_minutes = Duration::from_secs(15 * 60);
         Self::new(Policy::new("general", Quota::new(1000, fifteen_minutes)))
             .route(
                 Some("POST"),
                 "/auth/login",
-                Policy::new("login", Quota::new(10, fifteen_minutes).burst(5)),
+                Policy::new(
+                    "login",
+                    Quota::new(10, fifteen_minutes)
+                        .burst(5)
+                        .when_full(WhenFull::Refuse),
+                ),
             )
             .route(
                 Some("POST"),
                 "/payments/*",
-                Policy::new("payments", Quota::new(30, fifteen_minutes).burst(10)),
+                Policy::new(
+                    "payments",
+                    Quota::new(30, fifteen_minutes)
+                        .burst(10)
+                        .when_full(WhenFull::Refuse),
+                ),
             )
     }
 
@@ -173,15 +186,19 @@ impl Policies {
 /// Configuration form of [`Policies`]:
 ///
 /// ```
-/// use hasivu_ratelimit::Policies;
+/// use std::time::Duration;
+/// use hasivu_ratelimit::{Policies, Quota, WhenFull};
 ///
 /// let policies: Policies = serde_json::from_str(r#"{
 ///     "default": { "name": "general", "limit": 1000, "window": "15m" },
 ///     "routes": [
-///         { "method": "POST", "path": "/auth/login", "name": "login", "limit": 10, "window": "15m", "burst": 5 }
+///         { "method": "POST", "path": "/auth/login", "name": "login", "limit": 10, "window": "15m", "burst": 5,
+///           "when_full": "refuse" }
 ///     ]
 /// }"#).unwrap();
 /// assert_eq!(&**policies.resolve("POST", "/auth/login").name(), "login");
+/// let login = Quota::new(10, Duration::from_secs(900)).burst(5).when_full(WhenFull::Refuse);
+/// assert_eq!(policies.resolve("POST", "/auth/login").quota(), &login);
 /// ```
 impl<'de> serde::Deserialize<'de> for Policies {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -194,6 +211,8 @@ impl<'de> serde::Deserialize<'de> for Policies {
             window: Duration,
             #[serde(default)]
             burst: Option<u32>,
+            #[serde(default)]
+            when_full: WhenFull,
         }
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -207,6 +226,8 @@ impl<'de> serde::Deserialize<'de> for Policies {
             window: Duration,
             #[serde(default)]
             burst: Option<u32>,
+            #[serde(default)]
+            when_full: WhenFull,
         }
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -215,8 +236,8 @@ impl<'de> serde::Deserialize<'de> for Policies {
             #[serde(default)]
             routes: Vec<Route>,
         }
-        let quota = |limit: u32, window: Duration, burst: Option<u32>| {
-            let quota = Quota::new(limit, window);
+        let quota = |limit: u32, window: Duration, burst: Option<u32>, when_full: WhenFull| {
+            let quota = Quota::new(limit, window).when_full(when_full);
             match burst {
                 Some(burst) => quota.burst(burst),
                 None => quota,
@@ -224,12 +245,15 @@ impl<'de> serde::Deserialize<'de> for Policies {
         };
         let raw = Raw::deserialize(d)?;
         let d = raw.default;
-        let mut policies = Policies::new(Policy::new(&d.name, quota(d.limit, d.window, d.burst)));
+        let mut policies = Policies::new(Policy::new(
+            &d.name,
+            quota(d.limit, d.window, d.burst, d.when_full),
+        ));
         for r in raw.routes {
             policies = policies.route(
                 r.method.as_deref(),
                 &r.path,
-                Policy::new(&r.name, quota(r.limit, r.window, r.burst)),
+                Policy::new(&r.name, quota(r.limit, r.window, r.burst, r.when_full)),
             );
         }
         Ok(policies)
@@ -332,6 +356,25 @@ mod tests {
         assert_eq!(&**p.resolve("GET", "/a").name(), "d");
         assert_eq!(&**p.resolve("POST", "/c").name(), "post");
         assert_eq!(&**p.resolve("GET", "/c").name(), "d");
+    }
+
+    #[test]
+    fn login_and_payments_are_strict_by_default() {
+        let p = Policies::report_defaults();
+        for (method, path, when_full) in [
+            ("POST", "/auth/login", WhenFull::Refuse),
+            ("POST", "/payments/create", WhenFull::Refuse),
+            ("GET", "/menu/daily", WhenFull::Evict),
+        ] {
+            assert_eq!(
+                p.resolve(method, path).quota().when_full,
+                when_full,
+                "{path}"
+            );
+        }
+        let bad =
+            r#"{ "default": { "name": "g", "limit": 1, "window": "1s", "when_full": "panic" } }"#;
+        assert!(serde_json::from_str::<Policies>(bad).is_err());
     }
 
     #[test]

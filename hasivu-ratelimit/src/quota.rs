@@ -36,6 +36,40 @@ pub struct Quota {
     window: Duration,
     #[serde(default)]
     burst: Option<u32>,
+    /// Read by the local store when full.
+    #[serde(default)]
+    pub(crate) when_full: WhenFull,
+}
+
+/// What the in-process store ([`LocalStore`](crate::LocalStore)) does
+/// with a new key when the key's shard is full and every key it holds is
+/// still counting. The Redis store ignores it; its local fallback
+/// (`FailPolicy::Local`) is a `LocalStore` and follows it.
+///
+/// ```
+/// use std::time::Duration;
+/// use hasivu_ratelimit::{Quota, WhenFull};
+///
+/// // Brute-force sensitive: never admit an uncounted login.
+/// let login = Quota::new(10, Duration::from_secs(900)).burst(5).when_full(WhenFull::Refuse);
+/// let configured: Quota = serde_json::from_str(
+///     r#"{ "limit": 10, "window": "15m", "burst": 5, "when_full": "refuse" }"#,
+/// ).unwrap();
+/// assert_eq!(configured, login);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Forget the key closest to rested (the one owing the least, the new
+    /// key included), so actively limited keys are the last to go. The
+    /// forgotten key starts afresh: fails open for that one key.
+    #[default]
+    Evict,
+    /// Refuse the new key's request with a retry-after, forgetting
+    /// nothing: fails closed for new clients while the store is full. For
+    /// policies where an uncounted request costs more than a refused one
+    /// (login, payments).
+    Refuse,
 }
 
 impl Quota {
@@ -46,6 +80,7 @@ impl Quota {
             limit,
             window: window.max(Duration::from_nanos(1)),
             burst: None,
+            when_full: WhenFull::Evict,
         }
     }
 
@@ -68,6 +103,13 @@ impl Quota {
     /// `limit`).
     pub fn burst(mut self, burst: u32) -> Self {
         self.burst = Some(burst);
+        self
+    }
+
+    /// What the local store does with a new key when it is full (default
+    /// [`WhenFull::Evict`]; [`WhenFull::Refuse`] for strict policies).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
         self
     }
 
@@ -104,6 +146,7 @@ impl Quota {
             limit: scale(self.limit),
             window: self.window,
             burst: self.burst.map(scale),
+            when_full: self.when_full,
         }
     }
 

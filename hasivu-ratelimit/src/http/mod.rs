@@ -19,7 +19,8 @@
 //!   `Infallible` survives.
 //!
 //! Who a request counts against is a [`KeyExtractor`]: [`ClientIpKey`] (the
-//! default: the socket peer, or what trusted proxies forwarded), [`UserOrIp`]
+//! default: the socket peer, or what trusted proxies forwarded in the one
+//! header they set, [`ForwardedHeader`]), [`UserOrIp`]
 //! (the user an authentication layer put in [`RateLimitIdentity`]),
 //! [`ApiKeyHeader`], or a closure. The identity's tier scales the quota.
 //!
@@ -52,13 +53,13 @@
 //! # }
 //! ```
 //!
-//! Behind a load balancer, trust it for the forwarding headers, key
+//! Behind a load balancer, trust it for the header it sets, key
 //! authenticated users by id, and feed the load signal:
 //!
 //! ```
 //! use hasivu_ratelimit::{
 //!     CompositeLoad, InFlight, Limiter, LoadControl, Policies, Tiers, TrustedProxies,
-//!     http::{ClientIpKey, RateLimitLayer, UserOrIp},
+//!     http::{ClientIpKey, ForwardedHeader, RateLimitLayer, UserOrIp},
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -71,9 +72,12 @@
 //!     .tiers(Tiers::report_defaults())
 //!     .load(control)
 //!     .build();
+//! // An ALB in 10.0.0.0/8 appends X-Forwarded-For (the default header).
 //! let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+//! let client_ip = ClientIpKey::trusted_proxies(proxies)
+//!     .forwarded_header(ForwardedHeader::XForwardedFor);
 //! let layer = RateLimitLayer::new(limiter)
-//!     .key(UserOrIp::new(ClientIpKey::trusted_proxies(proxies)))
+//!     .key(UserOrIp::new(client_ip))
 //!     .in_flight(in_flight)
 //!     .legacy_headers(true);
 //! # let _ = layer;
@@ -89,7 +93,9 @@ mod service;
 
 pub use body::RateLimitBody;
 pub use future::ResponseFuture;
-pub use key::{ApiKeyHeader, ClientIpKey, KeyExtractor, PeerAddr, RateLimitIdentity, UserOrIp};
+pub use key::{
+    ApiKeyHeader, ClientIpKey, ForwardedHeader, KeyExtractor, PeerAddr, RateLimitIdentity, UserOrIp,
+};
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
 
@@ -217,6 +223,36 @@ mod tests {
                 StatusCode::OK
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_own_forwarded_header_buys_no_new_logins() {
+        // Behind a proxy that appends only X-Forwarded-For, a client adds
+        // its own `Forwarded: for=` and rotates it.
+        let limiter = Limiter::builder()
+            .policies(Policies::report_defaults())
+            .build();
+        let key = ClientIpKey::trusted_proxies(TrustedProxies::new(["127.0.0.1/32"]).unwrap());
+        let service = ServiceBuilder::new()
+            .layer(RateLimitLayer::new(limiter).key(key))
+            .service(service_fn(ok));
+        let mut statuses = Vec::new();
+        for i in 0..30 {
+            let mut r = request("127.0.0.1", "/auth/login");
+            r.headers_mut()
+                .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+            r.headers_mut()
+                .insert("forwarded", format!("for=198.51.100.{i}").parse().unwrap());
+            statuses.push(service.clone().oneshot(r).await.unwrap().status());
+        }
+        let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(admitted, 5, "the login burst, once: {statuses:?}");
+        assert!(
+            statuses[5..]
+                .iter()
+                .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+            "{statuses:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{Store, StoreKey};
-use crate::{Quota, Source, Verdict, gcra};
+use crate::{Quota, Source, Verdict, WhenFull, gcra};
 
 /// The number of shards (a power of two).
 const SHARDS: usize = 64;
@@ -41,17 +41,40 @@ type Shard = HashMap<u64, u64, BuildHasherDefault<Identity>>;
 
 /// An in-process GCRA store, bounded by a key count.
 ///
+/// # Memory
+///
 /// Each key costs one `u64` of state plus its 64-bit hash: about 18 to 37
 /// bytes per key with the hash map's control bytes and load factor (38
-/// bytes measured for a million keys). Keys are hashed with a per-process
-/// random seed (foldhash), so clients cannot aim collisions; two keys
-/// sharing a 64-bit hash would share a counter (about one pair in 10¹³
-/// among a million keys).
+/// bytes measured for a million keys), so the default cap of 100 000 keys
+/// holds about 2 to 4 MB whatever clients send. Keys are hashed with a
+/// per-process random seed (foldhash), so clients cannot aim collisions;
+/// two keys sharing a 64-bit hash would share a counter (about one pair in
+/// 10¹³ among a million keys).
 ///
-/// When a shard reaches its share of the cap, keys that have rested long
-/// enough to be whole again are dropped first (forgetting them changes
-/// nothing); if none has, an arbitrary key is dropped and counted in
-/// `hasivu_ratelimit_local_evictions_total`.
+/// # When full
+///
+/// The keys are spread over 64 shards, each holding at most its share of
+/// [`max_keys`](LocalStoreBuilder::max_keys). A new key arriving at a full
+/// shard is placed by this rule, which costs one pass over the shard; a
+/// key already held never pays it:
+///
+/// 1. Keys that have rested long enough to be whole again are dropped
+///    (forgetting them changes nothing).
+/// 2. Otherwise, for a quota with [`WhenFull::Evict`] (the default), the
+///    key closest to rested (the least debt: the smallest theoretical
+///    arrival time) is forgotten, the new key included: a new key is kept
+///    only in place of one owing less. Actively limited keys owe the most,
+///    so they are the last to go, and a client spreading requests over
+///    many addresses cannot push a limited key out with fresh ones. A
+///    forgotten key starts afresh on its next request; each is counted in
+///    [`evictions`](Self::evictions) and
+///    `hasivu_ratelimit_local_evictions_total`.
+/// 3. For a quota with [`WhenFull::Refuse`] (strict: login, payments), the
+///    new key's request is refused, with a retry-after of the time until
+///    the key closest to rested has rested, and nothing is forgotten:
+///    counted in [`refusals`](Self::refusals) and
+///    `hasivu_ratelimit_local_full_total{policy}`. Raise `max_keys` if it
+///    moves outside an attack.
 ///
 /// ```
 /// use hasivu_ratelimit::{LocalStore, Quota, Store, StoreKey};
@@ -79,6 +102,7 @@ struct Inner {
     hasher: foldhash::quality::RandomState,
     clock: Clock,
     evictions: AtomicU64,
+    refusals: AtomicU64,
 }
 
 /// Nanoseconds since the store was made, plus one second so that a stored
@@ -112,6 +136,7 @@ impl std::fmt::Debug for LocalStore {
             .field("keys", &self.len())
             .field("max_keys", &(self.inner.per_shard * SHARDS))
             .field("evictions", &self.inner.evictions.load(Ordering::Relaxed))
+            .field("refusals", &self.inner.refusals.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +186,7 @@ impl LocalStoreBuilder {
                     Clock::Tsc(clock, start)
                 },
                 evictions: AtomicU64::new(0),
+                refusals: AtomicU64::new(0),
             }),
         }
     }
@@ -185,7 +211,7 @@ impl LocalStore {
     pub fn check_sync(&self, key: StoreKey<'_>, quota: &Quota, cost: u32) -> Verdict {
         let hash = self.hash(key);
         let now = self.inner.clock.now();
-        let shard = &self.inner.shards[(hash >> 58) as usize % SHARDS];
+        let shard = &self.inner.shards[shard_index(hash)];
         let mut map = shard.lock().expect("local store shard lock");
         if let Some(tat) = map.get_mut(&hash) {
             let step = gcra::check(quota, *tat, now, cost);
@@ -197,7 +223,7 @@ impl LocalStore {
         let step = gcra::check(quota, 0, now, cost);
         if let Some(new_tat) = step.new_tat {
             if map.len() >= self.inner.per_shard {
-                self.make_room(&mut map, now);
+                return self.insert_when_full(&mut map, hash, now, key, quota, step);
             }
             map.insert(hash, new_tat);
         }
@@ -223,6 +249,12 @@ impl LocalStore {
         self.inner.evictions.load(Ordering::Relaxed)
     }
 
+    /// Requests of new keys refused because their shard was full of keys
+    /// still counting and their quota says [`WhenFull::Refuse`].
+    pub fn refusals(&self) -> u64 {
+        self.inner.refusals.load(Ordering::Relaxed)
+    }
+
     fn hash(&self, key: StoreKey<'_>) -> u64 {
         let mut hasher = self.inner.hasher.build_hasher();
         hasher.write(key.policy.as_bytes());
@@ -231,16 +263,73 @@ impl LocalStore {
         hasher.finish()
     }
 
-    fn make_room(&self, map: &mut Shard, now: u64) {
-        map.retain(|_, tat| *tat > now);
-        if map.len() >= self.inner.per_shard
-            && let Some(victim) = map.keys().next().copied()
-        {
-            map.remove(&victim);
-            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("hasivu_ratelimit_local_evictions_total").increment(1);
+    /// A new key at a full shard (see "When full" in the type's docs);
+    /// `step` is its admission had there been room.
+    #[cold]
+    fn insert_when_full(
+        &self,
+        map: &mut Shard,
+        hash: u64,
+        now: u64,
+        key: StoreKey<'_>,
+        quota: &Quota,
+        step: gcra::Step,
+    ) -> Verdict {
+        let (admitted, Some(new_tat)) = (step.verdict, step.new_tat) else {
+            return step.verdict;
+        };
+        // One pass: drop the rested keys, find the one closest to rested.
+        let mut closest: Option<(u64, u64)> = None;
+        map.retain(|&held, &mut tat| {
+            if tat <= now {
+                return false;
+            }
+            if closest.is_none_or(|(_, least)| tat < least) {
+                closest = Some((held, tat));
+            }
+            true
+        });
+        let closest = match closest {
+            Some(closest) if map.len() >= self.inner.per_shard => closest,
+            _ => {
+                map.insert(hash, new_tat);
+                return admitted;
+            }
+        };
+        let (victim, victim_tat) = closest;
+        match quota.when_full {
+            WhenFull::Refuse => {
+                self.inner.refusals.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("hasivu_ratelimit_local_full_total", "policy" => key.policy.to_owned())
+                    .increment(1);
+                let wait = std::time::Duration::from_nanos(victim_tat - now);
+                Verdict {
+                    allowed: false,
+                    limit: admitted.limit,
+                    remaining: 0,
+                    reset_after: wait,
+                    retry_after: Some(wait),
+                }
+            }
+            WhenFull::Evict => {
+                // Otherwise the new key owes the least: admitted, not kept.
+                if victim_tat < new_tat {
+                    map.remove(&victim);
+                    map.insert(hash, new_tat);
+                }
+                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("hasivu_ratelimit_local_evictions_total").increment(1);
+                admitted
+            }
         }
     }
+}
+
+/// The shard of a key hash: its top bits (the map's buckets use the low
+/// ones).
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    (hash >> 58) as usize % SHARDS
 }
 
 impl Store for LocalStore {
@@ -258,6 +347,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::WhenFull;
 
     fn key(k: &str) -> StoreKey<'_> {
         StoreKey {
@@ -325,6 +415,155 @@ mod tests {
         }
         assert!(store.len() <= 10_048, "{}", store.len());
         assert!(store.evictions() > 0);
+    }
+
+    /// `n` keys of `policy` that land in shard `shard`.
+    fn keys_in_shard(
+        store: &LocalStore,
+        policy: &'static str,
+        shard: usize,
+        n: usize,
+    ) -> Vec<String> {
+        (0u32..)
+            .map(|i| format!("{policy}-{shard}-{i}"))
+            .filter(|k| {
+                shard_index(store.hash(StoreKey {
+                    policy,
+                    key: k.as_str(),
+                })) == shard
+            })
+            .take(n)
+            .collect()
+    }
+
+    fn at<'a>(policy: &'a str, key: &'a str) -> StoreKey<'a> {
+        StoreKey { policy, key }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_actively_limited_key_outlives_a_flood_of_new_keys() {
+        // One key per shard.
+        let store = LocalStore::builder().max_keys(64).tokio_time(true).build();
+        let login = Quota::new(10, Duration::from_secs(15 * 60)).burst(5);
+        for _ in 0..5 {
+            assert!(store.check_sync(key("victim"), &login, 1).allowed);
+        }
+        assert!(!store.check_sync(key("victim"), &login, 1).allowed);
+        // An attacker with many addresses tries once from each.
+        for i in 0..5000u32 {
+            store.check_sync(key(&format!("flood{i}")), &login, 1);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let verdict = store.check_sync(key("victim"), &login, 1);
+        assert!(
+            !verdict.allowed,
+            "the limited key was forgotten and got a fresh burst: {verdict:?}"
+        );
+        assert!(store.len() <= 64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shard_forgets_the_key_closest_to_rested() {
+        // Two keys per shard; in every shard, a busy key and an old one.
+        let store = LocalStore::builder().max_keys(128).tokio_time(true).build();
+        let quota = Quota::per_minute(10); // one back every 6 s
+        let shards: Vec<Vec<String>> = (0..SHARDS)
+            .map(|s| keys_in_shard(&store, "p", s, 5))
+            .collect();
+        for keys in &shards {
+            for _ in 0..9 {
+                assert!(store.check_sync(at("p", &keys[0]), &quota, 1).allowed);
+            }
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for keys in &shards {
+            assert!(store.check_sync(at("p", &keys[1]), &quota, 1).allowed);
+        }
+        assert_eq!(store.len(), 128);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // A newcomer with more debt than the old key replaces it.
+        for keys in &shards {
+            for _ in 0..2 {
+                assert!(store.check_sync(at("p", &keys[2]), &quota, 1).allowed);
+            }
+        }
+        assert_eq!(store.evictions(), 64);
+        for (s, keys) in shards.iter().enumerate() {
+            let busy = store.check_sync(at("p", &keys[0]), &quota, 1);
+            assert_eq!(
+                busy.remaining, 0,
+                "shard {s}: the busy key is still counted"
+            );
+            let old = store.check_sync(at("p", &keys[1]), &quota, 1);
+            assert_eq!(old.remaining, 9, "shard {s}: the old key was forgotten");
+        }
+        // The forgotten keys came back in place of the ones closest to
+        // rested; the busy keys stay through another round.
+        for keys in &shards {
+            assert!(store.check_sync(at("p", &keys[3]), &quota, 1).allowed);
+        }
+        for (s, keys) in shards.iter().enumerate() {
+            let busy = store.check_sync(at("p", &keys[0]), &quota, 1);
+            assert!(!busy.allowed, "shard {s}: the busy key is limited");
+        }
+        assert!(store.len() <= 128);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_closest_to_rested_is_the_one_not_kept() {
+        let store = LocalStore::builder().max_keys(64).tokio_time(true).build();
+        let quota = Quota::per_minute(10);
+        let keys = keys_in_shard(&store, "p", 7, 2);
+        for _ in 0..5 {
+            store.check_sync(at("p", &keys[0]), &quota, 1);
+        }
+        // The shard is full of a key deeper in debt than a newcomer would
+        // be: the newcomer is admitted but not kept.
+        let newcomer = store.check_sync(at("p", &keys[1]), &quota, 1);
+        assert!(newcomer.allowed);
+        assert_eq!(store.evictions(), 1);
+        assert_eq!(store.check_sync(at("p", &keys[0]), &quota, 1).remaining, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_quota_refuses_a_new_key_rather_than_evict_a_counting_one() {
+        let store = LocalStore::builder().max_keys(128).tokio_time(true).build();
+        let strict = Quota::new(10, Duration::from_secs(900))
+            .burst(5)
+            .when_full(WhenFull::Refuse);
+        let general = Quota::per_minute(60);
+        let login = keys_in_shard(&store, "login", 3, 2);
+        let other = keys_in_shard(&store, "general", 3, 1);
+        // The shard holds a login key being limited and a general key.
+        for _ in 0..5 {
+            assert!(store.check_sync(at("login", &login[0]), &strict, 1).allowed);
+        }
+        assert!(
+            store
+                .check_sync(at("general", &other[0]), &general, 1)
+                .allowed
+        );
+        // A new login key: refused, with the time until the general key
+        // has rested; nothing is forgotten.
+        let refused = store.check_sync(at("login", &login[1]), &strict, 1);
+        assert!(!refused.allowed, "{refused:?}");
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(store.refusals(), 1);
+        assert_eq!(store.evictions(), 0);
+        assert_eq!(store.len(), 2);
+        assert!(!store.check_sync(at("login", &login[0]), &strict, 1).allowed);
+        assert_eq!(
+            store
+                .check_sync(at("general", &other[0]), &general, 1)
+                .remaining,
+            58,
+            "the general key is still counted"
+        );
+        // Once a key has rested, the new login key takes its place.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(store.check_sync(at("login", &login[1]), &strict, 1).allowed);
+        assert_eq!(store.refusals(), 1);
+        assert!(!store.check_sync(at("login", &login[0]), &strict, 1).allowed);
     }
 
     #[tokio::test(start_paused = true)]
