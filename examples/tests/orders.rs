@@ -116,7 +116,7 @@ async fn an_order_repeating_one_item_cannot_oversell_it(backend: Backend) {
     );
 
     // Exactly what is left, in five lines: taken; then nothing is left.
-    let first_rest = order(&http, &app, &token, &vec![(item, 10); 5], None).await;
+    let first_rest = order(&http, &app, &token, &[(item, 10); 5], None).await;
     assert_eq!(first_rest.status(), 201);
     assert_eq!(portions(&app, item).await, 0);
     // An order of a sold-out item and another one takes neither.
