@@ -14,6 +14,8 @@ async fn two_instances_on_postgres_and_redis_share_cache_and_invalidations() {
     let shared = || hasivu_examples::api::Config {
         database_url: Some(postgres.url()),
         redis_url: Some(redis.url()),
+        // A PostgreSQL database gets the demo accounts only when told.
+        seed_demo: Some(true),
         ..config()
     };
     let a = start(shared()).await;

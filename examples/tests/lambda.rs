@@ -115,7 +115,11 @@ impl Harness {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("HASIVU_USERS", "50")
-            .env("HASIVU_TOKEN_SECRET", "lambda-test-secret")
+            .env(
+                "HASIVU_TOKEN_SECRET",
+                "lambda-test-secret-of-32-bytes-or-more",
+            )
+            .env("HASIVU_SEED_DEMO", "true")
             .env("HASIVU_RATE_GENERAL", "6/60")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")

@@ -37,7 +37,11 @@ use crate::api::{
     alert_history::AlertHistory,
     auth::{AuthLayer, Tokens},
     config::Config,
-    db::{Db, DbError, MenuItem, PaymentMethod, School, seed::SeedData, today, weekday},
+    db::{
+        Db, DbError, MenuItem, PaymentMethod, School,
+        seed::{self, SeedData},
+        today, weekday,
+    },
     history::HistoryPlace,
     layers::ApiRoutes,
     routes,
@@ -158,6 +162,8 @@ impl AppState {
     /// A store that cannot be built or a database that cannot be migrated.
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let started = Instant::now();
+        // A bad secret refuses the start before anything is touched.
+        let tokens = Tokens::new(config.token_secret.as_deref(), config.token_ttl)?;
         let prometheus = prometheus();
         let pools = PoolManager::report_defaults()
             .kind(
@@ -186,12 +192,18 @@ impl AppState {
                 Db::Sqlite(pools.pool("database", "sqlite", manager))
             }
         };
-        let mut data = SeedData::generate(config.users, config.menu_items);
-        if let Some(portions) = config.portions {
-            data = data.with_portions(portions);
-        }
-        let seeded = db.migrate_and_seed(data).await?;
+        // Demo accounts share a published password: only where wanted.
+        let seed = config.seeds_demo().then(|| {
+            let data = SeedData::generate(config.users, config.menu_items);
+            match config.portions {
+                Some(portions) => data.with_portions(portions),
+                None => data,
+            }
+        });
+        let seeded = db.migrate_and_seed(seed).await?;
         tracing::info!(database = db.kind(), seeded, "database ready");
+        let persistent = config.database_url.is_some() || config.sqlite_path.is_some();
+        seed::announce(db.kind(), config.seeds_demo(), seeded, persistent);
 
         let redis = match &config.redis_url {
             Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)),
@@ -206,7 +218,6 @@ impl AppState {
                 .key_prefix(config.redis_prefix.clone());
         }
         let cache = cache.build()?;
-        let tokens = Tokens::new(config.token_secret.as_deref(), config.token_ttl);
         let analytics = PerformanceAnalytics::new();
         let monitor = {
             let pools = pools.clone();
@@ -282,6 +293,9 @@ impl AppState {
             started,
         };
         state.watch();
+        state
+            .db
+            .spawn_idempotency_purge(state.config.idempotency_ttl, Arc::downgrade(&state.monitor));
         state.warm().await;
         Ok(state)
     }

@@ -22,7 +22,15 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::api::db::{now_secs, seed::DEMO_PASSWORD_HASH};
+use crate::api::{
+    config::ConfigError,
+    db::{now_secs, seed::DEMO_PASSWORD_HASH},
+};
+
+/// The shortest `HASIVU_TOKEN_SECRET` accepted, in bytes: the output size
+/// of SHA-256, below which the HMAC key is weaker than the hash (RFC 2104
+/// section 3) and a guessable phrase lets anyone forge tokens.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// What a token says about its holder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,19 +65,27 @@ impl std::fmt::Debug for Tokens {
 impl Tokens {
     /// Tokens signed with `secret`, valid for `ttl`; a random secret (and a
     /// warning) when `None`.
-    pub fn new(secret: Option<&str>, ttl: Duration) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// A secret shorter than [`MIN_SECRET_BYTES`], named as the
+    /// `HASIVU_TOKEN_SECRET` setting.
+    pub fn new(secret: Option<&str>, ttl: Duration) -> Result<Self, ConfigError> {
         let key: Arc<[u8]> = match secret {
-            Some(secret) => secret.as_bytes().into(),
+            Some(secret) => {
+                check_secret(secret)?;
+                secret.as_bytes().into()
+            }
             None => {
                 tracing::warn!(
                     "HASIVU_TOKEN_SECRET is not set: using a random secret; tokens die with this process and other instances reject them"
                 );
-                let mut key = [0u8; 32];
+                let mut key = [0u8; MIN_SECRET_BYTES];
                 getrandom::fill(&mut key).expect("the operating system's random source");
                 key.as_slice().into()
             }
         };
-        Self { key, ttl }
+        Ok(Self { key, ttl })
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -103,6 +119,22 @@ impl Tokens {
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
+}
+
+/// Refuses a token secret shorter than [`MIN_SECRET_BYTES`]; the error
+/// names the setting and the minimum, never the secret.
+///
+/// # Errors
+///
+/// The secret is too short.
+pub fn check_secret(secret: &str) -> Result<(), ConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError(format!(
+            "HASIVU_TOKEN_SECRET: at least {MIN_SECRET_BYTES} bytes, got {}; e.g. `openssl rand -base64 32`",
+            secret.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a password against a PHC string (argon2). Runs on a blocking
@@ -205,12 +237,14 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes";
+
     #[test]
     fn a_token_verifies_with_its_secret_only() {
-        let tokens = Tokens::new(Some("secret"), Duration::from_secs(60));
+        let tokens = Tokens::new(Some(SECRET), Duration::from_secs(60)).unwrap();
         let token = tokens.issue(claims());
         assert_eq!(tokens.verify(&token).unwrap().sub, 7);
-        let other = Tokens::new(Some("other"), Duration::from_secs(60));
+        let other = Tokens::new(Some(&SECRET.replace('a', "b")), Duration::from_secs(60)).unwrap();
         assert!(other.verify(&token).is_none());
         let (payload, signature) = token.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(
@@ -223,7 +257,25 @@ mod tests {
 
     #[test]
     fn an_expired_token_is_refused() {
-        let tokens = Tokens::new(Some("secret"), Duration::ZERO);
+        let tokens = Tokens::new(Some(SECRET), Duration::ZERO).unwrap();
         assert!(tokens.verify(&tokens.issue(claims())).is_none());
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_and_none_gets_a_random_one() {
+        let error = Tokens::new(Some("secret"), Duration::from_secs(60)).unwrap_err();
+        assert!(
+            error.0.starts_with("HASIVU_TOKEN_SECRET") && error.0.contains("32 bytes"),
+            "{error}"
+        );
+        assert!(
+            !error.0.contains("\"secret\""),
+            "the secret is not echoed: {error}"
+        );
+        assert!(Tokens::new(Some(&"x".repeat(31)), Duration::from_secs(60)).is_err());
+        assert!(Tokens::new(Some(&"x".repeat(32)), Duration::from_secs(60)).is_ok());
+        let a = Tokens::new(None, Duration::from_secs(60)).unwrap();
+        let b = Tokens::new(None, Duration::from_secs(60)).unwrap();
+        assert!(b.verify(&a.issue(claims())).is_none(), "two random secrets");
     }
 }

@@ -13,7 +13,7 @@ pub struct Config {
     /// PostgreSQL.
     pub database_url: Option<String>,
     /// `HASIVU_SQLITE_PATH`: the SQLite file (default: a shared in-memory
-    /// database, seeded at every start).
+    /// database, seeded with the demo data at every start).
     pub sqlite_path: Option<String>,
     /// `REDIS_URL`: puts the L2 cache and its backplane, the limiter, the
     /// blocklist, and the alert and regression history in Redis.
@@ -22,8 +22,8 @@ pub struct Config {
     /// key the limiter and the blocklist write; instances that share limits
     /// share it.
     pub redis_prefix: String,
-    /// `HASIVU_TOKEN_SECRET`: the HMAC key of the login tokens (random when
-    /// absent; tokens then die with the process).
+    /// `HASIVU_TOKEN_SECRET`: the HMAC key of the login tokens, at least
+    /// 32 bytes (random when absent; tokens then die with the process).
     pub token_secret: Option<String>,
     /// `HASIVU_TOKEN_TTL_SECS` (default 3600).
     pub token_ttl: Duration,
@@ -37,9 +37,19 @@ pub struct Config {
     pub users: u32,
     /// `HASIVU_MENU_ITEMS` (default 100): menu items per school and day.
     pub menu_items: u32,
+    /// `HASIVU_SEED_DEMO` (`true` or `false`): whether an empty database
+    /// gets the demo data, whose accounts share a published password.
+    /// Unset: only the in-memory database is seeded; a SQLite file or a
+    /// PostgreSQL database is migrated but left empty (see
+    /// [`seeds_demo`](Self::seeds_demo)).
+    pub seed_demo: Option<bool>,
     /// `HASIVU_PORTIONS`: portions of every menu item a day (default: the
     /// seeded 200–499 each; raise it for long load tests).
     pub portions: Option<u32>,
+    /// `HASIVU_IDEMPOTENCY_TTL_SECS` (default 86400, one day): how long an
+    /// `Idempotency-Key` replays its first answer; after it the key is new
+    /// again, and expired keys are deleted.
+    pub idempotency_ttl: Duration,
     /// `HASIVU_MAX_BODY_BYTES` (default 1 MiB): larger request bodies get 413.
     pub max_body_bytes: usize,
     /// `HASIVU_SHUTDOWN_GRACE_SECS` (default 10): how long in-flight
@@ -72,7 +82,9 @@ impl Default for Config {
             rate_payments: (30, 900),
             users: 1000,
             menu_items: 100,
+            seed_demo: None,
             portions: None,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
@@ -109,7 +121,9 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_TRUSTED_PROXIES",
     "HASIVU_USERS",
     "HASIVU_MENU_ITEMS",
+    "HASIVU_SEED_DEMO",
     "HASIVU_PORTIONS",
+    "HASIVU_IDEMPOTENCY_TTL_SECS",
     "HASIVU_MAX_BODY_BYTES",
     "HASIVU_SHUTDOWN_GRACE_SECS",
     "HASIVU_MENU_TTL_SECS",
@@ -201,6 +215,9 @@ impl Config {
             config.redis_prefix = v;
         }
         config.token_secret = get("HASIVU_TOKEN_SECRET");
+        if let Some(secret) = &config.token_secret {
+            crate::api::auth::check_secret(secret)?;
+        }
         if let Some(v) = get("HASIVU_TOKEN_TTL_SECS") {
             config.token_ttl = Duration::from_secs(parse("HASIVU_TOKEN_TTL_SECS", &v)?);
         }
@@ -219,8 +236,20 @@ impl Config {
         if let Some(v) = get("HASIVU_MENU_ITEMS") {
             config.menu_items = parse("HASIVU_MENU_ITEMS", &v)?;
         }
+        if let Some(v) = get("HASIVU_SEED_DEMO") {
+            config.seed_demo = Some(parse("HASIVU_SEED_DEMO", &v)?);
+        }
         if let Some(v) = get("HASIVU_PORTIONS") {
             config.portions = Some(parse("HASIVU_PORTIONS", &v)?);
+        }
+        if let Some(v) = get("HASIVU_IDEMPOTENCY_TTL_SECS") {
+            let secs: u64 = parse("HASIVU_IDEMPOTENCY_TTL_SECS", &v)?;
+            if secs == 0 {
+                return Err(ConfigError(
+                    "HASIVU_IDEMPOTENCY_TTL_SECS: at least 1 second".to_owned(),
+                ));
+            }
+            config.idempotency_ttl = Duration::from_secs(secs);
         }
         if let Some(v) = get("HASIVU_MAX_BODY_BYTES") {
             config.max_body_bytes = parse("HASIVU_MAX_BODY_BYTES", &v)?;
@@ -244,6 +273,15 @@ impl Config {
             )));
         }
         Ok(config)
+    }
+
+    /// Whether an empty database gets the demo data: `HASIVU_SEED_DEMO`
+    /// when set, else only the in-memory database (no `DATABASE_URL`, no
+    /// `HASIVU_SQLITE_PATH`), which holds nothing else and dies with the
+    /// process.
+    pub fn seeds_demo(&self) -> bool {
+        self.seed_demo
+            .unwrap_or(self.database_url.is_none() && self.sqlite_path.is_none())
     }
 }
 
@@ -278,6 +316,85 @@ mod tests {
         assert_eq!(plenty.unwrap().portions, Some(1_000_000));
         let bad = Config::from_lookup(|name| (name == "HASIVU_USERS").then(|| "many".into()));
         assert!(bad.unwrap_err().0.starts_with("HASIVU_USERS"));
+    }
+
+    #[test]
+    fn a_token_secret_under_32_bytes_is_refused() {
+        let secret = |value: &str| {
+            let value = value.to_owned();
+            Config::from_lookup(move |name| (name == "HASIVU_TOKEN_SECRET").then(|| value.clone()))
+        };
+        let error = secret("change-me").expect_err("a 9-byte token secret must be refused");
+        assert!(
+            error.0.starts_with("HASIVU_TOKEN_SECRET") && error.0.contains("32 bytes"),
+            "{error}"
+        );
+        assert!(secret(&"x".repeat(31)).is_err());
+        let config = secret(&"x".repeat(32)).unwrap();
+        assert_eq!(config.token_secret.map(|s| s.len()), Some(32));
+        // Unset: a random secret (with a warning at start).
+        assert_eq!(Config::from_lookup(|_| None).unwrap().token_secret, None);
+    }
+
+    #[test]
+    fn demo_data_is_seeded_into_the_in_memory_database_unless_told_otherwise() {
+        let config = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Config::from_lookup(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert!(config(&[]).unwrap().seeds_demo());
+        assert!(
+            !config(&[("HASIVU_SEED_DEMO", "false")])
+                .unwrap()
+                .seeds_demo()
+        );
+        let postgres = ("DATABASE_URL", "postgres://hasivu@db/hasivu");
+        assert!(!config(&[postgres]).unwrap().seeds_demo());
+        assert!(
+            !config(&[("HASIVU_SQLITE_PATH", "hasivu.db")])
+                .unwrap()
+                .seeds_demo()
+        );
+        assert!(
+            config(&[postgres, ("HASIVU_SEED_DEMO", "true")])
+                .unwrap()
+                .seeds_demo()
+        );
+        let error = config(&[("HASIVU_SEED_DEMO", "yes please")]).unwrap_err();
+        assert!(error.0.starts_with("HASIVU_SEED_DEMO"), "{error}");
+    }
+
+    #[test]
+    fn idempotency_keys_live_a_day_unless_told_otherwise() {
+        let ttl = |value: Option<&str>| {
+            let value = value.map(str::to_owned);
+            Config::from_lookup(move |name| {
+                (name == "HASIVU_IDEMPOTENCY_TTL_SECS")
+                    .then(|| value.clone())
+                    .flatten()
+            })
+        };
+        assert_eq!(
+            ttl(None).unwrap().idempotency_ttl,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            ttl(Some("60")).unwrap().idempotency_ttl,
+            Duration::from_secs(60)
+        );
+        let error = ttl(Some("0")).unwrap_err();
+        assert!(
+            error.0.starts_with("HASIVU_IDEMPOTENCY_TTL_SECS"),
+            "{error}"
+        );
     }
 
     #[test]

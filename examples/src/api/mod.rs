@@ -2,9 +2,10 @@
 //! service.
 //!
 //! [`app::AppState::build`] connects the database (SQLite by default,
-//! PostgreSQL with `DATABASE_URL`), migrates and seeds it, builds the cache
-//! (with Redis as L2 and backplane when `REDIS_URL` is set) and warms the
-//! critical keys and pools. [`app::app`] is the router with the cache and
+//! PostgreSQL with `DATABASE_URL`), migrates it (and seeds the demo data
+//! where [`Config::seeds_demo`] says), builds the cache (with Redis as L2
+//! and backplane when `REDIS_URL` is set) and warms the critical keys and
+//! pools. [`app::app`] is the router with the cache and
 //! compression layers; [`app::stack`] puts the outer layers around it (see
 //! [`layers`] for the order and why) and [`app::serve`] serves that until
 //! shutdown, then saves the regression history ([`history`]) and drains the

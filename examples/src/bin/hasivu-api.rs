@@ -18,9 +18,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         redis = state.redis.is_some(),
         "HASIVU API ready on http://{addr}"
     );
-    println!("Demo accounts (password {:?}):", seed::DEMO_PASSWORD);
-    for (email, role, tier) in seed::DEMO_ACCOUNTS {
-        println!("  {email:<24} role {role:<7} tier {tier}");
+    if state.config.seeds_demo() {
+        println!("Demo accounts (password {:?}):", seed::DEMO_PASSWORD);
+        for (email, role, tier) in seed::DEMO_ACCOUNTS {
+            println!("  {email:<24} role {role:<7} tier {tier}");
+        }
     }
     println!("Try: curl http://{addr}/health   dashboard: http://{addr}/dashboard");
     serve(listener, state, shutdown_signal()).await

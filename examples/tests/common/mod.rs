@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod sql;
+
 use std::io::Read;
 
 use hasivu_examples::api::{AppState, Config, serve};
@@ -110,7 +112,9 @@ pub fn config() -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         users: 50,
-        token_secret: Some("test-secret".into()),
+        token_secret: Some("test-secret-of-thirty-two-bytes!".into()),
+        // The tests log in as the demo accounts, on every database.
+        seed_demo: Some(true),
         ..Config::default()
     }
 }

@@ -12,7 +12,10 @@ pub mod schema;
 pub mod seed;
 pub mod sqlite;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use hasivu_pool::{Pool, PostgresManager, SqliteManager};
 use serde::Serialize;
@@ -31,8 +34,17 @@ impl std::fmt::Display for DbError {
 impl std::error::Error for DbError {}
 
 impl DbError {
-    pub(crate) fn from<E: std::fmt::Display>(error: E) -> Self {
-        Self(error.to_string())
+    /// The error with its sources: PostgreSQL's own message (`deadlock
+    /// detected`) is the source of a `db error`.
+    pub(crate) fn from<E: std::error::Error>(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self(message)
     }
 }
 
@@ -176,7 +188,26 @@ pub struct Idempotency {
     pub key: String,
     /// A hash of the request body.
     pub fingerprint: String,
+    /// How long the stored answer is replayed; an older one is ignored
+    /// and replaced (`HASIVU_IDEMPOTENCY_TTL_SECS`).
+    pub ttl: Duration,
 }
+
+impl Idempotency {
+    /// Rows stored at or before this second have expired.
+    pub(crate) fn expired_at_or_before(&self) -> i64 {
+        expiry_cutoff(self.ttl)
+    }
+}
+
+/// The `created_at` at or before which an idempotency row is expired.
+fn expiry_cutoff(ttl: Duration) -> i64 {
+    now_secs().saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Expired idempotency rows deleted per statement, so that a purge never
+/// holds many locks or a long transaction.
+pub(crate) const PURGE_BATCH: i64 = 1000;
 
 /// The answer of a write: stored with its idempotency key and replayed.
 #[derive(Clone, Debug)]
@@ -252,40 +283,84 @@ pub fn iso_date(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Order rules shared by both databases: checks one line against its menu
-/// item row `(school_id, weekday, name, price_cents, portions_left)`.
-pub(crate) fn check_line(
-    index: usize,
-    line: &OrderLine,
-    row: Option<(i64, i64, String, i64, i64)>,
-    school_id: i64,
+/// A menu item as an order sees it: `(school_id, weekday, name,
+/// price_cents, portions_left)`.
+pub(crate) type ItemRow = (i64, i64, String, i64, i64);
+
+/// What an accepted order takes and says.
+#[derive(Debug)]
+pub(crate) struct OrderPlan {
+    /// Per request line: menu item, name, quantity, price.
+    pub(crate) lines: Vec<(i64, String, i64, i64)>,
+    /// The sum of quantity × price.
+    pub(crate) total: i64,
+    /// Portions per menu item, summed over the lines, in ascending id
+    /// order: the order in which every transaction locks and updates
+    /// items, so that two orders never wait for each other in a cycle.
+    pub(crate) take: BTreeMap<i64, i64>,
+}
+
+impl NewOrder {
+    /// The distinct menu items of the order, in ascending id order (the
+    /// locking order, see [`OrderPlan::take`]).
+    pub(crate) fn item_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lines.iter().map(|l| l.menu_item_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Order rules shared by both databases, given the rows of the order's
+/// items (read under the order's lock): each line must name an item on
+/// today's menu of the caller's school (400 naming the first bad line),
+/// and each item must have the portions of all its lines together (409).
+pub(crate) fn plan_order(
+    order: &NewOrder,
+    rows: &BTreeMap<i64, ItemRow>,
     today: i64,
-) -> Result<(String, i64), Answer> {
-    let path = format!("items[{index}].menu_item_id");
-    let Some((school, day, name, price, left)) = row else {
-        return Err(Answer::new(
-            400,
-            crate::api::problem::invalid(&path, "no such menu item"),
-        ));
-    };
-    if school != school_id || day != weekday(today) {
-        return Err(Answer::new(
-            400,
-            crate::api::problem::invalid(&path, "not on today's menu of your school"),
-        ));
+) -> Result<OrderPlan, Answer> {
+    let mut lines = Vec::with_capacity(order.lines.len());
+    let mut take = BTreeMap::new();
+    let mut total = 0;
+    for (index, line) in order.lines.iter().enumerate() {
+        let path = format!("items[{index}].menu_item_id");
+        let Some((school, day, name, price, _)) = rows.get(&line.menu_item_id) else {
+            return Err(Answer::new(
+                400,
+                crate::api::problem::invalid(&path, "no such menu item"),
+            ));
+        };
+        if *school != order.school_id || *day != weekday(today) {
+            return Err(Answer::new(
+                400,
+                crate::api::problem::invalid(&path, "not on today's menu of your school"),
+            ));
+        }
+        total += price * line.quantity;
+        *take.entry(line.menu_item_id).or_insert(0) += line.quantity;
+        lines.push((line.menu_item_id, name.clone(), line.quantity, *price));
     }
-    if left < line.quantity {
-        return Err(Answer::new(
+    for (id, wanted) in &take {
+        let (_, _, name, _, left) = &rows[id];
+        if left < wanted {
+            return Err(sold_out(name, *left));
+        }
+    }
+    Ok(OrderPlan { lines, total, take })
+}
+
+/// The 409 of an item without enough portions left.
+pub(crate) fn sold_out(name: &str, left: i64) -> Answer {
+    Answer::new(
+        409,
+        crate::api::problem::body(
             409,
-            crate::api::problem::body(
-                409,
-                "sold out",
-                &format!("only {left} portions of {name} left"),
-                None,
-            ),
-        ));
-    }
-    Ok((name, price))
+            "sold out",
+            &format!("only {} portions of {name} left", left.max(0)),
+            None,
+        ),
+    )
 }
 
 /// The body of a created order.
@@ -313,13 +388,14 @@ impl Db {
         }
     }
 
-    /// Creates the schema and seeds it with `data` when empty; returns
-    /// whether it seeded.
+    /// Creates or updates the schema, then inserts `data` when there is
+    /// some and the database is empty (no school); returns whether it
+    /// inserted. `None` migrates only.
     ///
     /// # Errors
     ///
     /// The backend's error.
-    pub async fn migrate_and_seed(&self, data: seed::SeedData) -> Result<bool, DbError> {
+    pub async fn migrate_and_seed(&self, data: Option<seed::SeedData>) -> Result<bool, DbError> {
         match self {
             Self::Sqlite(pool) => sqlite::migrate_and_seed(pool, data).await,
             Self::Postgres(pool) => postgres::migrate_and_seed(pool, data).await,
@@ -422,6 +498,55 @@ impl Db {
             Self::Sqlite(pool) => sqlite::create_payment(pool, payment, idem).await,
             Self::Postgres(pool) => postgres::create_payment(pool, payment, idem).await,
         }
+    }
+
+    /// Deletes the idempotency rows older than `ttl`, in batches of
+    /// bounded size; returns how many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error (rows deleted by earlier batches stay deleted).
+    pub async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, DbError> {
+        let cutoff = expiry_cutoff(ttl);
+        let mut deleted = 0;
+        loop {
+            let batch = match self {
+                Self::Sqlite(pool) => sqlite::purge_idempotency(pool, cutoff).await?,
+                Self::Postgres(pool) => postgres::purge_idempotency(pool, cutoff).await?,
+            };
+            deleted += batch;
+            if batch < PURGE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Deletes expired idempotency rows ([`purge_idempotency`](Self::purge_idempotency))
+    /// at once and then every `ttl` (at most every hour, at least every
+    /// second), on a task that ends when `owner` is dropped. A failed purge
+    /// is logged and tried again at the next tick.
+    pub fn spawn_idempotency_purge<T: Send + Sync + 'static>(
+        &self,
+        ttl: Duration,
+        owner: std::sync::Weak<T>,
+    ) -> tokio::task::JoinHandle<()> {
+        let db = self.clone();
+        let every = ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if owner.strong_count() == 0 {
+                    return;
+                }
+                match db.purge_idempotency(ttl).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                    Err(error) => tracing::warn!(%error, "expired idempotency keys not deleted"),
+                }
+            }
+        })
     }
 
     /// The pool's status.

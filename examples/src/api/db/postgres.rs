@@ -1,14 +1,16 @@
 //! The queries on PostgreSQL, with statements prepared once per connection
 //! ([`PostgresConnection::prepare_cached`](hasivu_pool::PostgresConnection::prepare_cached)).
 
+use std::collections::BTreeMap;
+
 use hasivu_pool::{Pool, PostgresManager};
 use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Answer, DbError, Idempotency, LoginRow, MenuItem, NewOrder, NewPayment, PaymentMethod, School,
-    Student, UserProfile, check_line, now_secs, order_body, schema,
+    Answer, DbError, Idempotency, ItemRow, LoginRow, MenuItem, NewOrder, NewPayment, PURGE_BATCH,
+    PaymentMethod, School, Student, UserProfile, now_secs, order_body, plan_order, schema,
     seed::{DEMO_PASSWORD_HASH, SeedData},
-    today,
+    sold_out, today,
 };
 
 async fn query(
@@ -30,7 +32,7 @@ pub(super) async fn ping(pool: &Pool<PostgresManager>) -> Result<(), DbError> {
 
 pub(super) async fn migrate_and_seed(
     pool: &Pool<PostgresManager>,
-    data: SeedData,
+    data: Option<SeedData>,
 ) -> Result<bool, DbError> {
     let mut conn = pool.get().await.map_err(DbError::from)?;
     let client = conn.client_mut();
@@ -47,10 +49,10 @@ pub(super) async fn migrate_and_seed(
         .await
         .map_err(DbError::from)?
         .get(0);
-    if seeded > 0 {
+    let Some(data) = data.filter(|_| seeded == 0) else {
         tx.commit().await.map_err(DbError::from)?;
         return Ok(false);
-    }
+    };
     let ids: Vec<i64> = data.schools.iter().map(|s| s.id).collect();
     let names: Vec<&str> = data.schools.iter().map(|s| s.name.as_str()).collect();
     let cities: Vec<&str> = data.schools.iter().map(|s| s.city.as_str()).collect();
@@ -220,7 +222,7 @@ async fn stored(
         .await
         .map_err(DbError::from)?;
     let rows = tx
-        .query(schema::IDEM_GET, &[&idem.key])
+        .query(schema::IDEM_GET, &[&idem.key, &idem.expired_at_or_before()])
         .await
         .map_err(DbError::from)?;
     Ok(rows
@@ -270,24 +272,32 @@ pub(super) async fn create_order(
     {
         return Ok(answer);
     }
-    let mut lines = Vec::with_capacity(order.lines.len());
-    let mut total = 0;
-    for (index, line) in order.lines.iter().enumerate() {
-        let rows = tx
-            .query(&item_stmt, &[&line.menu_item_id])
-            .await
-            .map_err(DbError::from)?;
-        let row = rows
+    // Every order locks its items in ascending id order: two orders of
+    // the same items wait for each other in turn, never in a cycle
+    // (which PostgreSQL breaks by aborting one of them).
+    let mut rows = BTreeMap::new();
+    for id in order.item_ids() {
+        let found = tx.query(&item_stmt, &[&id]).await.map_err(DbError::from)?;
+        let row: Option<ItemRow> = found
             .first()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
-        match check_line(index, line, row, order.school_id, today) {
-            Ok((name, price)) => {
-                total += price * line.quantity;
-                lines.push((line.menu_item_id, name, line.quantity, price));
-            }
-            Err(answer) => return Ok(answer),
+        rows.extend(row.map(|row| (id, row)));
+    }
+    let plan = match plan_order(&order, &rows, today) {
+        Ok(plan) => plan,
+        Err(answer) => return Ok(answer),
+    };
+    for (id, quantity) in &plan.take {
+        let taken = tx
+            .execute(schema::TAKE_PORTIONS, &[quantity, id])
+            .await
+            .map_err(DbError::from)?;
+        if taken == 0 {
+            // Dropping the transaction rolls back what was taken.
+            return Ok(sold_out(&rows[id].2, rows[id].4));
         }
     }
+    let (lines, total) = (plan.lines, plan.total);
     let order_id: i64 = tx
         .query_one(
             schema::INSERT_ORDER,
@@ -306,9 +316,6 @@ pub(super) async fn create_order(
         tx.execute(schema::INSERT_ORDER_ITEM, &[&order_id, id, qty, price])
             .await
             .map_err(DbError::from)?;
-        tx.execute(schema::TAKE_PORTIONS, &[qty, id])
-            .await
-            .map_err(DbError::from)?;
     }
     let answer = Answer::new(201, order_body(order_id, total, &lines));
     if let Some(idem) = &idem {
@@ -316,6 +323,21 @@ pub(super) async fn create_order(
     }
     tx.commit().await.map_err(DbError::from)?;
     Ok(answer)
+}
+
+pub(super) async fn purge_idempotency(
+    pool: &Pool<PostgresManager>,
+    cutoff: i64,
+) -> Result<u64, DbError> {
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let statement = conn
+        .prepare_cached(schema::IDEM_PURGE_POSTGRES)
+        .await
+        .map_err(DbError::from)?;
+    conn.client()
+        .execute(&statement, &[&cutoff, &PURGE_BATCH])
+        .await
+        .map_err(DbError::from)
 }
 
 pub(super) async fn create_payment(

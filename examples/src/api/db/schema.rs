@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS payment_methods (
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL,
     body TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
 ";
 
 /// PostgreSQL.
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS payment_methods (
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status BIGINT NOT NULL,
     body TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
 ";
 
 /// The user with their school and student, in one query (report 1.1).
@@ -99,16 +101,28 @@ pub const SCHOOLS: &str = "SELECT id, name, city FROM schools WHERE active = $1 
 pub const PAYMENT_METHODS: &str =
     "SELECT code, name FROM payment_methods WHERE active = $1 ORDER BY code";
 
-/// A stored idempotent answer.
-pub const IDEM_GET: &str = "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1";
-/// Stores an idempotent answer.
-pub const IDEM_PUT: &str = "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) VALUES ($1, $2, $3, $4, $5)";
+/// A stored idempotent answer, unless it expired (stored at or before `$2`).
+pub const IDEM_GET: &str =
+    "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1 AND created_at > $2";
+/// Stores an idempotent answer, replacing an expired one under the same key.
+pub const IDEM_PUT: &str = "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, status = excluded.status,
+    body = excluded.body, created_at = excluded.created_at";
+/// Deletes a batch of expired idempotency rows (stored at or before `$1`,
+/// at most `$2`); SQLite has one writer at a time.
+pub const IDEM_PURGE_SQLITE: &str = "DELETE FROM idempotency_keys WHERE key IN (
+    SELECT key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)";
+/// The same on PostgreSQL, skipping rows another transaction holds (an
+/// instance purging at the same time, or a request replacing its expired
+/// key), so that a purge never waits for anyone.
+pub const IDEM_PURGE_POSTGRES: &str = "DELETE FROM idempotency_keys WHERE key IN (
+    SELECT key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
 /// One menu item, for an order line.
 pub const MENU_ITEM: &str =
     "SELECT school_id, weekday, name, price_cents, portions_left FROM menu_items WHERE id = $1";
-/// Takes portions.
-pub const TAKE_PORTIONS: &str =
-    "UPDATE menu_items SET portions_left = portions_left - $1 WHERE id = $2";
+/// Takes portions if there are enough: changes no row otherwise, so the
+/// count never goes below zero whatever ran before.
+pub const TAKE_PORTIONS: &str = "UPDATE menu_items SET portions_left = portions_left - $1 WHERE id = $2 AND portions_left >= $1";
 /// A new order.
 pub const INSERT_ORDER: &str = "INSERT INTO orders (user_id, school_id, status, total_cents, notes, created_at) VALUES ($1, $2, 'pending', $3, $4, $5) RETURNING id";
 /// A line of an order.

@@ -17,6 +17,37 @@ pub const DEMO_ACCOUNTS: [(&str, &str, &str); 4] = [
     ("staff@hasivu.example", "staff", "free"),
 ];
 
+/// Says at start what became of the demo data: `wanted` is the
+/// `HASIVU_SEED_DEMO` decision, `seeded` whether rows were inserted,
+/// `persistent` whether the database outlives the process. Seeding a
+/// database that outlives the process is a warning: anyone who reads the
+/// README can log in to it.
+pub fn announce(database: &str, wanted: bool, seeded: bool, persistent: bool) {
+    let accounts = DEMO_ACCOUNTS.map(|(email, _, _)| email).join(", ");
+    match (wanted, seeded) {
+        (_, true) if persistent => tracing::warn!(
+            database,
+            accounts,
+            password = DEMO_PASSWORD,
+            "demo data seeded (HASIVU_SEED_DEMO=true): every demo account uses the published password; never do this to a database with real users"
+        ),
+        (_, true) => tracing::info!(
+            database,
+            accounts,
+            password = DEMO_PASSWORD,
+            "demo data seeded into the in-memory database: every demo account uses the published password"
+        ),
+        (true, false) => tracing::info!(
+            database,
+            "demo data not seeded: the database already holds data (demo accounts seeded earlier keep the published password)"
+        ),
+        (false, _) => tracing::info!(
+            database,
+            "demo data not seeded (HASIVU_SEED_DEMO is off for this database): schema migrated, no accounts created"
+        ),
+    }
+}
+
 /// A school row.
 #[derive(Clone, Debug)]
 pub struct SchoolRow {

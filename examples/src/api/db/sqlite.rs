@@ -1,14 +1,16 @@
 //! The queries on SQLite, run on Tokio's blocking threads through
 //! [`SqliteConnection::interact`](hasivu_pool::SqliteConnection::interact).
 
+use std::collections::BTreeMap;
+
 use hasivu_pool::{Pool, SqliteManager};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Answer, DbError, Idempotency, LoginRow, MenuItem, NewOrder, NewPayment, PaymentMethod, School,
-    Student, UserProfile, check_line, now_secs, order_body, schema,
+    Answer, DbError, Idempotency, ItemRow, LoginRow, MenuItem, NewOrder, NewPayment, PURGE_BATCH,
+    PaymentMethod, School, Student, UserProfile, now_secs, order_body, plan_order, schema,
     seed::{DEMO_PASSWORD_HASH, SeedData},
-    today,
+    sold_out, today,
 };
 
 async fn run<R, F>(pool: &Pool<SqliteManager>, f: F) -> Result<R, DbError>
@@ -33,10 +35,13 @@ pub(super) async fn ping(pool: &Pool<SqliteManager>) -> Result<(), DbError> {
 
 pub(super) async fn migrate_and_seed(
     pool: &Pool<SqliteManager>,
-    data: SeedData,
+    data: Option<SeedData>,
 ) -> Result<bool, DbError> {
     run(pool, move |db| {
         db.execute_batch(schema::SQLITE)?;
+        let Some(data) = data else {
+            return Ok(false);
+        };
         let seeded: i64 = db.query_row("SELECT COUNT(*) FROM schools", [], |r| r.get(0))?;
         if seeded > 0 {
             return Ok(false);
@@ -217,7 +222,9 @@ pub(super) async fn payment_methods(
 fn stored(db: &Connection, idem: &Idempotency) -> rusqlite::Result<Option<Answer>> {
     Ok(db
         .prepare_cached(schema::IDEM_GET)?
-        .query_row(params![idem.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![idem.key, idem.expired_at_or_before()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?
         .map(|row| Answer::replay(row, idem)))
 }
@@ -248,23 +255,33 @@ pub(super) async fn create_order(
         {
             return Ok(answer);
         }
-        let mut lines = Vec::with_capacity(order.lines.len());
-        let mut total = 0;
-        for (index, line) in order.lines.iter().enumerate() {
-            let row = tx
+        let mut rows = BTreeMap::new();
+        for id in order.item_ids() {
+            let row: Option<ItemRow> = tx
                 .prepare_cached(schema::MENU_ITEM)?
-                .query_row(params![line.menu_item_id], |r| {
+                .query_row(params![id], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            match check_line(index, line, row, order.school_id, today) {
-                Ok((name, price)) => {
-                    total += price * line.quantity;
-                    lines.push((line.menu_item_id, name, line.quantity, price));
-                }
-                Err(answer) => return Ok(answer),
+            rows.extend(row.map(|row| (id, row)));
+        }
+        let plan = match plan_order(&order, &rows, today) {
+            Ok(plan) => plan,
+            Err(answer) => return Ok(answer),
+        };
+        // The write lock is held since BEGIN IMMEDIATE, so the rows read
+        // are current; the conditional update keeps the count from going
+        // negative all the same.
+        for (id, quantity) in &plan.take {
+            let taken = tx
+                .prepare_cached(schema::TAKE_PORTIONS)?
+                .execute(params![quantity, id])?;
+            if taken == 0 {
+                // Dropping the transaction rolls back what was taken.
+                return Ok(sold_out(&rows[id].2, rows[id].4));
             }
         }
+        let (lines, total) = (plan.lines, plan.total);
         let order_id: i64 = tx.prepare_cached(schema::INSERT_ORDER)?.query_row(
             params![
                 order.user_id,
@@ -278,8 +295,6 @@ pub(super) async fn create_order(
         for (id, _, qty, price) in &lines {
             tx.prepare_cached(schema::INSERT_ORDER_ITEM)?
                 .execute(params![order_id, id, qty, price])?;
-            tx.prepare_cached(schema::TAKE_PORTIONS)?
-                .execute(params![qty, id])?;
         }
         let answer = Answer::new(201, order_body(order_id, total, &lines));
         if let Some(idem) = &idem {
@@ -287,6 +302,18 @@ pub(super) async fn create_order(
         }
         tx.commit()?;
         Ok(answer)
+    })
+    .await
+}
+
+pub(super) async fn purge_idempotency(
+    pool: &Pool<SqliteManager>,
+    cutoff: i64,
+) -> Result<u64, DbError> {
+    run(pool, move |db| {
+        db.prepare_cached(schema::IDEM_PURGE_SQLITE)?
+            .execute(params![cutoff, PURGE_BATCH])
+            .map(|n| n as u64)
     })
     .await
 }

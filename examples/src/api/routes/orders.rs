@@ -102,6 +102,7 @@ pub async fn create(
     let idem = key.map(|key| Idempotency {
         key: format!("user:{}:orders:{key}", claims.sub),
         fingerprint,
+        ttl: state.config.idempotency_ttl,
     });
     let order = NewOrder {
         user_id: claims.sub,

@@ -12,7 +12,7 @@ use crate::api::{
 
 /// `{"order_id": 1, "method": "upi"}` with a required `Idempotency-Key`.
 /// The order is paid at most once (a second key gets 409); a repeated key
-/// gets the first answer.
+/// gets the first answer while it lives (`HASIVU_IDEMPOTENCY_TTL_SECS`).
 pub async fn create(
     State(state): State<AppState>,
     claims: Option<Extension<Claims>>,
@@ -65,6 +65,7 @@ pub async fn create(
     let idem = Idempotency {
         key: format!("user:{}:payments:{key}", claims.sub),
         fingerprint,
+        ttl: state.config.idempotency_ttl,
     };
     let result = match state.db.create_payment(payment, idem).await {
         Ok(r) => r,
