@@ -40,7 +40,7 @@ use crate::api::{
     db::{Db, DbError, MenuItem, PaymentMethod, School, seed::SeedData, today, weekday},
     history::HistoryPlace,
     layers::ApiRoutes,
-    routes,
+    routes::{self, auth::Logins},
 };
 
 /// A failure at start.
@@ -70,6 +70,8 @@ pub struct AppState {
     pub cache: Cache,
     /// Token signer.
     pub tokens: Tokens,
+    /// The login quotas and the bounded password verifier.
+    pub logins: Logins,
     /// Rolling per-route statistics.
     pub analytics: PerformanceAnalytics,
     /// System samples.
@@ -128,7 +130,8 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-fn quota((limit, secs): (u32, u64)) -> Quota {
+/// A `(limit, seconds)` setting as a quota.
+pub fn quota((limit, secs): (u32, u64)) -> Quota {
     Quota::new(limit, Duration::from_secs(secs.max(1)))
 }
 
@@ -207,6 +210,7 @@ impl AppState {
         }
         let cache = cache.build()?;
         let tokens = Tokens::new(config.token_secret.as_deref(), config.token_ttl);
+        let logins = Logins::from_config(&config)?;
         let analytics = PerformanceAnalytics::new();
         let monitor = {
             let pools = pools.clone();
@@ -271,6 +275,7 @@ impl AppState {
             pools,
             cache,
             tokens,
+            logins,
             analytics,
             monitor: Arc::new(monitor),
             prometheus,
@@ -502,22 +507,30 @@ pub fn app(state: AppState) -> Router {
         .layer(cache_layer)
 }
 
-/// The limiter: local, or in Redis with a local fallback.
+/// The limiter's store: local, or in Redis with a local fallback.
 ///
 /// # Errors
 ///
 /// An invalid Redis URL.
-pub fn limiter(config: &Config) -> Result<Limiter<AnyStore>, BoxError> {
-    let store = match &config.redis_url {
+pub fn limiter_store(config: &Config) -> Result<AnyStore, BoxError> {
+    Ok(match &config.redis_url {
         Some(url) => AnyStore::Redis(
             RedisStore::builder(url.clone())
                 .prefix(format!("{}rl:", config.redis_prefix))
                 .build()?,
         ),
         None => AnyStore::Local(LocalStore::new()),
-    };
+    })
+}
+
+/// The limiter: local, or in Redis with a local fallback.
+///
+/// # Errors
+///
+/// An invalid Redis URL.
+pub fn limiter(config: &Config) -> Result<Limiter<AnyStore>, BoxError> {
     Ok(Limiter::builder()
-        .store(store)
+        .store(limiter_store(config)?)
         .policies(policies(config))
         .tiers(Tiers::report_defaults())
         .build())
