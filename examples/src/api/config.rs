@@ -376,6 +376,50 @@ mod tests {
     }
 
     #[test]
+    fn login_operations_and_header_settings_are_read_and_checked() {
+        let config = Config::from_lookup(|name| {
+            Some(
+                match name {
+                    "HASIVU_LOGIN_WORKERS" => "3",
+                    "HASIVU_LOGIN_QUEUE" => "10",
+                    "HASIVU_LOGIN_WAIT_SECS" => "2",
+                    "HASIVU_RATE_LOGIN_GLOBAL" => "100/60",
+                    "HASIVU_RATE_LOGIN_ACCOUNT" => "4/300",
+                    "HASIVU_ADMIN_ADDR" => "127.0.0.1:9090",
+                    "HASIVU_ADMIN_TOKEN" => " 0123456789abcdef ",
+                    "HASIVU_MAX_HEADER_BYTES" => "16384",
+                    "HASIVU_MAX_HEADERS" => "50",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        })
+        .unwrap();
+        assert_eq!((config.login_workers, config.login_queue), (3, 10));
+        assert_eq!(config.login_wait, Duration::from_secs(2));
+        assert_eq!(config.rate_login_global, (100, 60));
+        assert_eq!(config.rate_login_account, (4, 300));
+        assert_eq!(config.admin_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!((config.max_header_bytes, config.max_headers), (16384, 50));
+        let defaults = Config::default();
+        assert!(defaults.login_workers >= 1);
+        assert_eq!(defaults.admin_token, None);
+        assert_eq!(defaults.max_header_bytes, 32 * 1024);
+        for (name, value) in [
+            ("HASIVU_ADMIN_TOKEN", "short"),
+            ("HASIVU_LOGIN_WORKERS", "0"),
+            ("HASIVU_MAX_HEADER_BYTES", "100"),
+            ("HASIVU_MAX_HEADERS", "0"),
+            ("HASIVU_RATE_LOGIN_ACCOUNT", "10"),
+            ("HASIVU_ADMIN_ADDR", "localhost"),
+        ] {
+            let error = Config::from_lookup(|n| (n == name).then(|| value.to_owned())).unwrap_err();
+            assert!(error.0.starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
     fn a_toml_file_holds_the_same_names_and_rejects_others() {
         let file = Config::parse_file(
             "HASIVU_ADDR = \"0.0.0.0:9100\"\nHASIVU_USERS = 200\nHASIVU_RATE_LOGIN = \"4/60\"\n",
