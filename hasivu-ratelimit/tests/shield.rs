@@ -589,3 +589,30 @@ async fn huge_inputs_cost_bounded_time() {
         "every byte reached the service"
     );
 }
+
+/// `{"a":"&amp;amp;amp;…"}`: `repetitions` levels of nested entities.
+fn nested_entities(repetitions: usize) -> String {
+    format!("{{\"a\":\"&{}\"}}", "amp;".repeat(repetitions))
+}
+
+#[tokio::test]
+async fn nested_entities_in_a_body_are_answered() {
+    let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+    // 32 KB, as reported, and 64 KB, the most the shield reads.
+    for (n, repetitions) in [(1, 8_000), (2, 16_000)] {
+        let body = nested_entities(repetitions);
+        assert!(body.len() <= 64 * 1024);
+        let peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 70 + n));
+        let answer = service
+            .clone()
+            .oneshot(json(peer, "/orders", body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{} bytes", body.len());
+        assert_eq!(answer.headers()["x-score"], "0", "text, not script");
+        assert_eq!(
+            answer.headers()["x-body-len"],
+            body.len().to_string().as_str()
+        );
+    }
+}

@@ -74,7 +74,11 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(throttle.admit(Some(a)), None);
         }
-        assert_eq!(throttle.admit(Some(b)), Some(0), "another client is its own");
+        assert_eq!(
+            throttle.admit(Some(b)),
+            Some(0),
+            "another client is its own"
+        );
         assert_eq!(throttle.admit(None), Some(0), "no address: always logged");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(throttle.admit(Some(a)), Some(5), "then with the count");

@@ -711,7 +711,12 @@ fn a_client_repeating_itself_is_logged_once_per_interval() {
         });
     });
     let events = capture.0.lock().unwrap().clone();
-    let count = |ip: &str| events.iter().filter(|e| e.contains(&format!("ip={ip} "))).count();
+    let count = |ip: &str| {
+        events
+            .iter()
+            .filter(|e| e.contains(&format!("ip={ip} ")))
+            .count()
+    };
     assert_eq!(count("198.51.100.30"), 1, "once per 10 s: {events:?}");
     assert_eq!(count("198.51.100.31"), 20, "every one with a zero interval");
 }
