@@ -17,7 +17,7 @@ use hasivu_ratelimit::shield::RedisBlocklist;
 use hasivu_ratelimit::{
     TrustedProxies,
     http::{ClientIpKey, PeerAddr},
-    shield::{Action, Blocklist, InspectedBody, ShieldLayer, ShieldVerdict},
+    shield::{Action, Blocklist, InspectedBody, ShieldLayer, ShieldVerdict, Strikes},
 };
 #[cfg(feature = "redis")]
 use hasivu_testkit::RedisServer;
@@ -287,7 +287,9 @@ async fn a_redis_blocklist_is_shared_by_two_instances() {
     let redis = RedisServer::start();
     let a_list = redis_blocklist(&redis, "test:shared:");
     let b_list = redis_blocklist(&redis, "test:shared:");
+    // Blocks at the first violation: the test is about sharing them.
     let a = ShieldLayer::new()
+        .strikes(Strikes::first())
         .blocklist(a_list.clone())
         .layer(service_fn(app::<Full<Bytes>>));
     let b = ShieldLayer::new()
@@ -367,6 +369,7 @@ async fn a_redis_outage_never_blocks_traffic() {
     let mut redis = RedisServer::start();
     let list = redis_blocklist(&redis, "test:outage:");
     let service = ShieldLayer::new()
+        .strikes(Strikes::first())
         .blocklist(list.clone())
         .layer(service_fn(app::<Full<Bytes>>));
     let answer = service
@@ -424,9 +427,12 @@ async fn a_redis_outage_never_blocks_traffic() {
 
 #[tokio::test]
 async fn a_spoofed_forwarded_for_cannot_get_another_address_blocked() {
-    let layer = ShieldLayer::new().client_ip(ClientIpKey::trusted_proxies(
-        TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
-    ));
+    let layer =
+        ShieldLayer::new()
+            .strikes(Strikes::first())
+            .client_ip(ClientIpKey::trusted_proxies(
+                TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
+            ));
     let blocklist = layer.get_blocklist().clone();
     let service = layer.layer(service_fn(app::<Full<Bytes>>));
     let victim = ip("203.0.113.50");
@@ -615,4 +621,28 @@ async fn nested_entities_in_a_body_are_answered() {
             body.len().to_string().as_str()
         );
     }
+}
+
+#[tokio::test]
+async fn one_violation_rejects_the_request_and_blocks_no_one() {
+    let layer = ShieldLayer::new();
+    let blocklist = layer.get_blocklist().clone();
+    let service = layer.layer(service_fn(app::<Full<Bytes>>));
+    // A page embeds `<img src="https://api/menu/daily?q=1'+OR+'1'='1">`:
+    // the browser of a visitor behind a school's one NAT address sends it.
+    let school = ip("203.0.113.80");
+    let answer = service
+        .clone()
+        .oneshot(request(school, "/menu/daily?q=1%27+OR+%271%27%3D%271"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(answer.headers().get("retry-after").is_none());
+    assert!(blocklist.entries().await.unwrap().is_empty());
+    // Every other visitor behind that address still gets the menu.
+    let answer = service
+        .oneshot(request(school, "/menu/daily"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
 }

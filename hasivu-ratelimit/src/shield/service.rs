@@ -92,8 +92,12 @@ where
             }
             // A blocked client is refused before anything is parsed.
             match config.blocklist.lookup_now(ip) {
-                Lookup::Blocked(left) => return refuse_blocked(ip, left),
-                Lookup::Clear => {}
+                // Credentials vouch for a request from a blocked address
+                // (shared, perhaps): it is inspected like any other.
+                Lookup::Blocked(left) if !config.authenticated(&parts) => {
+                    return refuse_blocked(ip, left);
+                }
+                Lookup::Blocked(_) | Lookup::Clear => {}
                 Lookup::Unknown => return self.slow(parts, body, Some(ip), true),
             }
         }
@@ -151,6 +155,7 @@ impl<S, Bl> Shield<S, Bl> {
                 if lookup
                     && let Some(ip) = ip
                     && let Some(left) = config.blocklist.lookup(ip).await
+                    && !config.authenticated(&parts)
                 {
                     count("refuse", "blocklisted");
                     tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
@@ -356,10 +361,22 @@ fn judge<Bl>(
     }
     let score: u32 = findings.iter().map(|f| f.score).sum();
     let over = config.threshold > 0 && score >= config.threshold;
-    let action = match (over, config.action, ip) {
-        (false, ..) => Action::LogOnly,
-        (true, Action::Block { .. }, None) => Action::Reject,
-        (true, action, _) => action,
+    let decision = match (over, config.action, ip) {
+        (false, ..) | (true, Action::LogOnly, _) => Decision::Log,
+        (true, Action::Reject, _) | (true, Action::Block { .. }, None) => Decision::Reject,
+        // Credentials vouch for the request: refused, but its address
+        // (shared, perhaps, by a whole school) is not held against it.
+        (true, Action::Block { .. }, Some(_)) if config.authenticated(parts) => {
+            Decision::Authenticated
+        }
+        (true, Action::Block { ttl }, Some(ip)) => {
+            let strikes = config.strike_table.strike(ip);
+            if strikes >= config.strike_table.count() {
+                Decision::Block(ip, ttl, strikes)
+            } else {
+                Decision::Strike(strikes)
+            }
+        }
     };
     let primary = findings
         .iter()
@@ -370,7 +387,7 @@ fn judge<Bl>(
         .map(|f| f.reason)
         .collect::<Vec<_>>()
         .join(",");
-    count(action.label(), primary);
+    count(decision.label(), primary);
     for finding in &findings {
         metrics::counter!("hasivu_shield_findings_total", "reason" => finding.reason).increment(1);
     }
@@ -380,9 +397,10 @@ fn judge<Bl>(
         Cow::Borrowed("-")
     };
     let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    // Repeats from one client within the interval are counted, not logged.
-    let logged = match action {
-        Action::Block { .. } => Some(0),
+    // Repeats from one client within the interval are counted, not logged;
+    // blocks always are.
+    let logged = match decision {
+        Decision::Block(..) => Some(0),
         _ => {
             let admitted = config.log_throttle.admit(ip);
             if admitted.is_none() {
@@ -391,8 +409,11 @@ fn judge<Bl>(
             admitted
         }
     };
-    match action {
-        Action::LogOnly => {
+    let action = decision.label();
+    let threshold = config.threshold;
+    let method = &parts.method;
+    match decision {
+        Decision::Log => {
             // A lone weak sign (curl's user agent, one 404 too many) is
             // every script's daily life: DEBUG below half the threshold,
             // INFO from there (and for a shadow-mode hit at the threshold).
@@ -403,18 +424,18 @@ fn judge<Bl>(
                         $level,
                         ip = %ip_text,
                         score,
-                        threshold = config.threshold,
+                        threshold,
                         reasons = %reasons,
-                        method = %parts.method,
+                        method = %method,
                         path = %path,
-                        action = action.label(),
+                        action,
                         suppressed = $suppressed,
                         "suspicious request"
                     )
                 };
             }
             if let Some(suppressed) = logged {
-                if score.saturating_mul(2) >= config.threshold {
+                if score.saturating_mul(2) >= threshold {
                     suspicious!(tracing::Level::INFO, suppressed);
                 } else {
                     suspicious!(tracing::Level::DEBUG, suppressed);
@@ -422,40 +443,84 @@ fn judge<Bl>(
             }
             Outcome::Pass(Some(ShieldVerdict { score, findings }))
         }
-        Action::Reject => {
+        Decision::Reject | Decision::Authenticated => {
             if let Some(suppressed) = logged {
                 tracing::warn!(
                     target: "hasivu_ratelimit::shield",
                     ip = %ip_text,
                     score,
-                    threshold = config.threshold,
+                    threshold,
                     reasons = %reasons,
-                    method = %parts.method,
+                    method = %method,
                     path = %path,
-                    action = action.label(),
+                    action,
+                    authenticated = matches!(decision, Decision::Authenticated),
                     suppressed,
                     "request refused by the abuse shield"
                 );
             }
             Outcome::Reject
         }
-        Action::Block { ttl } => {
+        Decision::Strike(strikes) => {
+            if let Some(suppressed) = logged {
+                tracing::warn!(
+                    target: "hasivu_ratelimit::shield",
+                    ip = %ip_text,
+                    score,
+                    threshold,
+                    reasons = %reasons,
+                    method = %method,
+                    path = %path,
+                    action,
+                    strikes,
+                    strikes_to_block = config.strike_table.count(),
+                    suppressed,
+                    "request refused by the abuse shield"
+                );
+            }
+            Outcome::Reject
+        }
+        Decision::Block(ip, ttl, strikes) => {
             tracing::warn!(
                 target: "hasivu_ratelimit::shield",
                 ip = %ip_text,
                 score,
-                threshold = config.threshold,
+                threshold,
                 reasons = %reasons,
-                method = %parts.method,
+                method = %method,
                 path = %path,
-                action = action.label(),
+                action,
+                strikes,
                 ttl_seconds = ttl.as_secs(),
                 "request refused and client blocked by the abuse shield"
             );
-            match ip {
-                Some(ip) => Outcome::Block(ip, ttl, reasons),
-                None => Outcome::Reject,
-            }
+            Outcome::Block(ip, ttl, reasons)
+        }
+    }
+}
+
+/// What the score decided, with what the logs and metrics need.
+#[derive(Clone, Copy)]
+enum Decision {
+    /// Below the threshold, or shadow mode: let through and logged.
+    Log,
+    /// Refused ([`Action::Reject`], or no address to block).
+    Reject,
+    /// Refused; the hook recognised credentials, so no strike and no block.
+    Authenticated,
+    /// Refused, and a strike (this many in the window) against the client.
+    Strike(u32),
+    /// Refused, and the client blocked after this many strikes.
+    Block(IpAddr, std::time::Duration, u32),
+}
+
+impl Decision {
+    fn label(self) -> &'static str {
+        match self {
+            Decision::Log => "log",
+            Decision::Reject | Decision::Authenticated => "reject",
+            Decision::Strike(_) => "strike",
+            Decision::Block(..) => "block",
         }
     }
 }
