@@ -115,6 +115,10 @@ pub struct ShieldLayer<Bl = LocalBlocklist> {
 /// One log event per client per this interval, by default.
 const DEFAULT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The weight of a body the shield could not decode, by default: a
+/// supporting sign, never enough alone.
+const DEFAULT_UNDECODED_BODY_WEIGHT: u32 = 2;
+
 /// Settings and state shared by the layer's services.
 #[derive(Clone)]
 pub(crate) struct Config<Bl> {
@@ -126,6 +130,7 @@ pub(crate) struct Config<Bl> {
     pub(crate) client_ip: ClientIpKey,
     pub(crate) limits: Limits,
     pub(crate) inspect_bodies: bool,
+    pub(crate) undecoded_body_weight: u32,
     pub(crate) log_paths: bool,
     pub(crate) log_every: Duration,
     pub(crate) log_throttle: Arc<LogThrottle>,
@@ -146,6 +151,7 @@ impl<Bl: std::fmt::Debug> std::fmt::Debug for Config<Bl> {
             .field("client_ip", &self.client_ip)
             .field("limits", &self.limits)
             .field("inspect_bodies", &self.inspect_bodies)
+            .field("undecoded_body_weight", &self.undecoded_body_weight)
             .field("log_paths", &self.log_paths)
             .field("log_every", &self.log_every)
             .field("strikes", &self.strikes)
@@ -206,6 +212,7 @@ impl ShieldLayer<LocalBlocklist> {
                 client_ip: ClientIpKey::new(),
                 limits: Limits::default(),
                 inspect_bodies: true,
+                undecoded_body_weight: DEFAULT_UNDECODED_BODY_WEIGHT,
                 log_paths: true,
                 log_every: DEFAULT_LOG_EVERY,
                 log_throttle: Arc::new(LogThrottle::new(DEFAULT_LOG_EVERY)),
@@ -308,6 +315,7 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
                 client_ip: c.client_ip,
                 limits: c.limits,
                 inspect_bodies: c.inspect_bodies,
+                undecoded_body_weight: c.undecoded_body_weight,
                 log_paths: c.log_paths,
                 log_every: c.log_every,
                 log_throttle: c.log_throttle,
@@ -347,6 +355,17 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
     /// Whether JSON and form bodies are read and inspected (default true).
     pub fn inspect_bodies(self, enabled: bool) -> Self {
         self.edit(|c| c.inspect_bodies = enabled)
+    }
+
+    /// The score of a JSON or form body the shield cannot inspect because
+    /// of its `Content-Encoding` (default 2, reason `undecoded_body`): a
+    /// coding it does not decode (`br`, `zstd`, stacked codings such as
+    /// `gzip, gzip`, unknown ones; `gzip` and `deflate` too without the
+    /// `gzip` feature) or a body that does not decode as it claims. Below
+    /// the threshold, so such a body alone is logged, not refused; 0 scores
+    /// nothing.
+    pub fn undecoded_body_weight(self, weight: u32) -> Self {
+        self.edit(|c| c.undecoded_body_weight = weight)
     }
 
     /// Whether log events carry the request path (default true; turn it

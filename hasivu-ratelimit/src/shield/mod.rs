@@ -260,11 +260,14 @@
 
 mod blocklist;
 mod detect;
+#[cfg(feature = "tower")]
 mod log_throttle;
 mod state;
 
 #[cfg(feature = "tower")]
 mod body;
+#[cfg(feature = "tower")]
+mod coding;
 #[cfg(feature = "tower")]
 mod future;
 #[cfg(feature = "tower")]

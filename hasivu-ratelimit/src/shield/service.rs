@@ -18,6 +18,7 @@ use tower_service::Service;
 use super::{
     Action, Blocklist, BodyKind, Finding, InspectedBody, Inspection, LocalBlocklist, Lookup,
     ResponseFuture, ShieldBody, ShieldVerdict,
+    coding::Coding,
     future::{Next, Observer, Refusal},
     layer::Config,
 };
@@ -104,7 +105,7 @@ where
         if config.inspect_bodies && body_kind(&parts, &body, config.limits.body_bytes).is_some() {
             return self.slow(parts, body, ip, false);
         }
-        match judge(config, ip, &parts, None) {
+        match judge(config, ip, &parts, None, false) {
             Outcome::Pass(verdict) => {
                 let observer = ip.map(|ip| Observer {
                     ip,
@@ -166,14 +167,56 @@ impl<S, Bl> Shield<S, Bl> {
                 } else {
                     None
                 };
+                let limit = config.limits.body_bytes;
                 let (body, outcome) = match kind {
-                    Some(kind) => {
-                        let (body, bytes, truncated) = read(body, config.limits.body_bytes).await;
-                        let text = String::from_utf8_lossy(&bytes);
-                        let outcome = judge(&config, ip, &parts, Some((kind, &text, truncated)));
-                        (body, outcome)
-                    }
-                    None => (InspectedBody::new(body), judge(&config, ip, &parts, None)),
+                    Some(kind) => match content_coding(&parts) {
+                        // Nothing to read in it: it streams through unread,
+                        // and scores.
+                        Coding::Undecoded => {
+                            uninspected_body();
+                            let outcome = judge(&config, ip, &parts, None, true);
+                            (InspectedBody::new(body), outcome)
+                        }
+                        Coding::Identity => {
+                            let (body, bytes, cut) = read(body, limit).await;
+                            if cut {
+                                uninspected_body();
+                            }
+                            let text = String::from_utf8_lossy(&bytes);
+                            let read = BodyText {
+                                kind,
+                                text: &text,
+                                as_sent: None,
+                                truncated: cut,
+                            };
+                            (body, judge(&config, ip, &parts, Some(read), false))
+                        }
+                        #[cfg(feature = "gzip")]
+                        coding @ (Coding::Gzip | Coding::Deflate) => {
+                            let (body, bytes, cut) = read(body, limit).await;
+                            let decoded = super::coding::decode(coding, &bytes, cut, limit);
+                            if decoded.truncated || decoded.invalid {
+                                uninspected_body();
+                            }
+                            let text = String::from_utf8_lossy(&decoded.bytes);
+                            // A body that does not decode as it claims is
+                            // read as sent too: a lenient decoder further in
+                            // might take it as it is.
+                            let as_sent = decoded.invalid.then(|| String::from_utf8_lossy(&bytes));
+                            let read = BodyText {
+                                kind,
+                                text: &text,
+                                as_sent: as_sent.as_deref(),
+                                truncated: decoded.truncated,
+                            };
+                            let outcome = judge(&config, ip, &parts, Some(read), decoded.invalid);
+                            (body, outcome)
+                        }
+                    },
+                    None => (
+                        InspectedBody::new(body),
+                        judge(&config, ip, &parts, None, false),
+                    ),
                 };
                 match outcome {
                     Outcome::Pass(verdict) => {
@@ -291,9 +334,6 @@ where
         }
     }
     let truncated = !ended;
-    if truncated {
-        metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
-    }
     let bytes = match data.len() {
         0 => Bytes::new(),
         1 => data.pop().unwrap_or_default(),
@@ -310,12 +350,40 @@ where
     (InspectedBody::replay(frames, error, rest), bytes, truncated)
 }
 
-/// Runs the detectors, applies the threshold, logs and counts.
+fn uninspected_body() {
+    metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
+}
+
+/// The coding the body declares in `Content-Encoding`.
+fn content_coding(parts: &Parts) -> Coding {
+    Coding::of(
+        parts
+            .headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    )
+}
+
+/// What the shield read of a body.
+struct BodyText<'a> {
+    kind: BodyKind,
+    /// The text to inspect: the body, decoded when it was encoded.
+    text: &'a str,
+    /// The bytes as sent, also inspected, when they did not decode.
+    as_sent: Option<&'a str>,
+    /// Whether the body went on past what was inspected.
+    truncated: bool,
+}
+
+/// Runs the detectors, applies the threshold, logs and counts. `undecoded`
+/// adds the finding of a body the shield could not decode.
 fn judge<Bl>(
     config: &Config<Bl>,
     ip: Option<IpAddr>,
     parts: &Parts,
-    body: Option<(BodyKind, &str, bool)>,
+    body: Option<BodyText<'_>>,
+    undecoded: bool,
 ) -> Outcome {
     let target = parts
         .uri
@@ -332,10 +400,13 @@ fn judge<Bl>(
     {
         inspection = inspection.with_user_agent(agent);
     }
-    if let Some((kind, text, truncated)) = body {
+    if let Some(body) = body {
         inspection = inspection
-            .with_body(kind, text)
-            .with_body_truncated(truncated);
+            .with_body(body.kind, body.text)
+            .with_body_truncated(body.truncated);
+        if let Some(as_sent) = body.as_sent {
+            inspection = inspection.with_body(body.kind, as_sent);
+        }
     }
     let cut = inspection.truncated();
     for (part, was_cut) in [
@@ -354,6 +425,9 @@ fn judge<Bl>(
         {
             findings.push(finding);
         }
+    }
+    if undecoded && config.undecoded_body_weight > 0 {
+        findings.push(Finding::new("undecoded_body", config.undecoded_body_weight));
     }
     if findings.is_empty() {
         count("pass", "none");

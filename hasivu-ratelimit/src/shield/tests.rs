@@ -1040,3 +1040,48 @@ proptest::proptest! {
         proptest::prop_assert_eq!(trailer_count.is_some(), trailers);
     }
 }
+
+#[test]
+fn bodies_the_shield_cannot_decode_are_counted_as_uninspected() {
+    let recorder = Recorder::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            let mut r = post(
+                "192.0.2.70",
+                Full::new(Bytes::from_static(b"\x1b\x0b\x00\xf8\xa5\x40")),
+            );
+            r.headers_mut()
+                .insert("content-encoding", "br".parse().unwrap());
+            let a = service.clone().oneshot(r).await.unwrap();
+            assert_eq!(a.status(), StatusCode::OK);
+            assert_eq!(reasons(&a), "undecoded_body");
+            assert_eq!(a.headers()["x-buffered"], "false", "not even read");
+            // Not JSON or a form: not the shield's to read, whatever the
+            // coding.
+            let mut r = post("192.0.2.71", Full::new(Bytes::from_static(b"\x1b")));
+            r.headers_mut()
+                .insert("content-encoding", "br".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "image/png".parse().unwrap());
+            let a = service.oneshot(r).await.unwrap();
+            assert_eq!(reasons(&a), "");
+        });
+    });
+    let seen = recorder.0.lock().unwrap().clone();
+    let count = |key: &str| seen.iter().filter(|k| *k == key).count();
+    assert_eq!(
+        count("hasivu_shield_uninspected_total{part=body}"),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("hasivu_shield_decisions_total{action=log,reason=undecoded_body}"),
+        1,
+        "{seen:?}"
+    );
+}
