@@ -688,7 +688,8 @@ async fn gzip_and_deflate_bodies_are_inspected_decoded() {
     let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
     let attack = br#"{"q":"1' UNION SELECT password FROM users--"}"#;
     let clean = br#"{"note":"O'Brien, 2104 GRANT AVE #A","qty":2}"#;
-    let codings: [(&str, fn(&[u8]) -> Vec<u8>); 4] = [
+    type Encode = fn(&[u8]) -> Vec<u8>;
+    let codings: [(&str, Encode); 4] = [
         ("gzip", gzip),
         ("x-gzip", gzip),
         ("deflate", zlib),

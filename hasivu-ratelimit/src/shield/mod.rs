@@ -91,6 +91,7 @@
 //! | [`ProbePaths`] | `probe_path` | 3 | `/.env`, `/.git/`, `/wp-admin`, `/wp-login.php`, `/phpmyadmin`, `/actuator`, `*.php`, `*.bak`… | `/environment`, your routes |
 //! | [`NotFoundRate`] | `not_found_rate` | 2 | 30 or more 404 answers in a sliding minute | a few broken links |
 //! | [`DistinctPaths`] | `distinct_paths` | 2 | 150 or more distinct paths in a minute | browsing an app |
+//! | the layer itself | `undecoded_body` | 2 ([`undecoded_body_weight`](ShieldLayer::undecoded_body_weight)) | a JSON or form body in a coding the shield does not decode (`br`, `zstd`, `gzip, gzip`, unknown), or that does not decode as it claims | `gzip` and `deflate` bodies, decoded and inspected (feature `gzip`, default) |
 //!
 //! SQL injection and XSS look at every decoded path segment, query name and
 //! value, and string of a JSON or form body; they tokenise (a SQL lexer
@@ -216,8 +217,36 @@
 //! and streams through; a body of unknown length is read up to the limit,
 //! inspected that far, and the rest streams. The inner service always gets
 //! every byte, trailer and error of the body, in order ([`InspectedBody`]).
-//! Every detector is linear in its input, so a huge request costs bounded
-//! time.
+//!
+//! **Encoded bodies.** The shield runs before request decompression, so
+//! with the `gzip` feature (default) it decodes a `gzip` (or `x-gzip`) or
+//! `deflate` body itself to inspect it: at most the body limit of encoded
+//! bytes, into at most the body limit of decoded ones. A bomb (10 MB of
+//! zeros in 10 KB) stops there and is counted as uninspected; the inner
+//! service (and the decompression layer further in) still gets the bytes
+//! as sent. A body in a coding the shield does not decode (`br`, `zstd`,
+//! stacked codings such as `gzip, gzip`, unknown ones) is not read at all:
+//! it scores `undecoded_body` (weight 2, below the threshold: logged, and
+//! with one more sign refused) and is counted in
+//! `hasivu_shield_uninspected_total{part="body"}`. So is a body that does
+//! not decode as it claims, which is inspected as sent too.
+//!
+//! **Work.** Every detector and decoder is linear in its input and bounded
+//! in rounds: percent-decoding at most twice (`%252e`), HTML character
+//! references at most twice after the text as sent (`&amp;lt;`), JSON
+//! escapes once; no recursion. A huge or deeply nested request costs
+//! bounded time, and memory a small multiple of what is inspected: at
+//! most a SQL token (12 bytes) per byte of punctuation-dense text, and a
+//! copy per round of decoding.
+//!
+//! **Per-client state.** Rapid requests, 404s, distinct paths, strikes,
+//! the log throttle and the local blocklist each keep at most a set number
+//! of clients (100 000 by default). When full, clients that have rested go
+//! first, then the one worth least (the quietest, with the fewest counts;
+//! for the blocklist the block closest to its end), never an arbitrary
+//! one: an attacker with many addresses cannot push out its own count or
+//! another client's block. Evictions are counted in
+//! `hasivu_shield_state_evictions_total{table}`.
 //!
 //! # Logs and metrics
 //!
