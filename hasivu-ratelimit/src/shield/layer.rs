@@ -375,13 +375,13 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
         self.edit(|c| c.log_paths = enabled)
     }
 
-    /// At most one `suspicious request` or `request refused` event per
-    /// client per `interval` (default 10 s; zero logs every one): a client
-    /// that loops without pause would otherwise write a line per request.
-    /// The events in between are counted in
+    /// At most one event per client per `interval` (default 10 s; zero
+    /// logs every one) for its suspicious requests, refusals and strikes,
+    /// and for the `DEBUG` event of a blocked client's refused request: a
+    /// client that loops without pause would otherwise write a line per
+    /// request. The events in between are counted in
     /// `hasivu_shield_log_suppressed_total`, and the next event carries
-    /// their number as `suppressed`. Blocks are always logged (a blocked
-    /// client is refused before inspection, without a log line).
+    /// their number as `suppressed`. Blocks are always logged.
     pub fn log_every(self, interval: Duration) -> Self {
         self.edit(|c| {
             c.log_every = interval;

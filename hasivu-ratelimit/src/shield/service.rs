@@ -96,7 +96,7 @@ where
                 // Credentials vouch for a request from a blocked address
                 // (shared, perhaps): it is inspected like any other.
                 Lookup::Blocked(left) if !config.authenticated(&parts) => {
-                    return refuse_blocked(ip, left);
+                    return refuse_blocked(config, ip, left);
                 }
                 Lookup::Blocked(_) | Lookup::Clear => {}
                 Lookup::Unknown => return self.slow(parts, body, Some(ip), true),
@@ -158,8 +158,7 @@ impl<S, Bl> Shield<S, Bl> {
                     && let Some(left) = config.blocklist.lookup(ip).await
                     && !config.authenticated(&parts)
                 {
-                    count("refuse", "blocklisted");
-                    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+                    log_refused(&config, ip);
                     return Next::Refuse(Refusal::Blocked(left));
                 }
                 let kind = if config.inspect_bodies {
@@ -241,10 +240,32 @@ impl<S, Bl> Shield<S, Bl> {
     }
 }
 
-fn refuse_blocked<F>(ip: IpAddr, left: std::time::Duration) -> ResponseFuture<F> {
-    count("refuse", "blocklisted");
-    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+fn refuse_blocked<F, Bl>(
+    config: &Config<Bl>,
+    ip: IpAddr,
+    left: std::time::Duration,
+) -> ResponseFuture<F> {
+    log_refused(config, ip);
     ResponseFuture::refused(Refusal::Blocked(left))
+}
+
+/// Counts the refusal of a blocked client, and logs it at `DEBUG` at most
+/// once per client per interval: a blocked client that keeps sending would
+/// otherwise write a line per request. The throttle is only asked when the
+/// event would be written, so refusing stays cheap.
+fn log_refused<Bl>(config: &Config<Bl>, ip: IpAddr) {
+    count("refuse", "blocklisted");
+    if tracing::enabled!(target: "hasivu_ratelimit::shield", tracing::Level::DEBUG) {
+        match config.log_throttle.admit(Some(ip)) {
+            Some(suppressed) => tracing::debug!(
+                target: "hasivu_ratelimit::shield",
+                %ip,
+                suppressed,
+                "blocked client refused"
+            ),
+            None => metrics::counter!("hasivu_shield_log_suppressed_total").increment(1),
+        }
+    }
 }
 
 /// Blocks `ip`; a store failure is logged by the store and changes nothing

@@ -1085,3 +1085,45 @@ fn bodies_the_shield_cannot_decode_are_counted_as_uninspected() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn strikes_and_refusals_are_logged_once_per_interval_and_blocks_always() {
+    let capture = Capture::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(capture.clone(), || {
+        runtime.block_on(async {
+            let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            // Five injections in a row: four strikes, then the block.
+            for _ in 0..5 {
+                let answer = service
+                    .clone()
+                    .oneshot(sqli("198.51.100.40"))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+            }
+            // The blocked client keeps sending.
+            for _ in 0..20 {
+                let answer = service
+                    .clone()
+                    .oneshot(get("198.51.100.40", "/menu"))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+            }
+        });
+    });
+    let events = capture.0.lock().unwrap().clone();
+    let of = |what: &str| {
+        events
+            .iter()
+            .filter(|e| e.contains("ip=198.51.100.40") && e.contains(what))
+            .count()
+    };
+    assert_eq!(of("action=\"strike\""), 1, "{events:?}");
+    assert_eq!(of("action=\"block\""), 1, "{events:?}");
+    assert!(of("blocked client refused") <= 1, "{events:?}");
+}
