@@ -15,7 +15,10 @@ use super::state::{Clock, Table, client_bits};
 /// The window opens with a client's first strike; a client that has not
 /// reached `count` when it closes starts again from nothing. Requests the
 /// [`ShieldLayer::authenticated`](super::ShieldLayer::authenticated) hook
-/// recognises never count.
+/// recognises never count. Strikes are counted in process: behind a load
+/// balancer with several instances a client may get up to `count - 1`
+/// strikes on each before one blocks it; the block itself, in a shared
+/// blocklist, then holds on every instance.
 ///
 /// From configuration, with durations as `"30m"`, `"1h"` or seconds:
 ///
