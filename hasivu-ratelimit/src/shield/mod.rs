@@ -182,7 +182,7 @@
 //!   path and the reasons, never query values, bodies or secrets.
 
 mod blocklist;
-mod detect;
+pub(crate) mod detect;
 mod log_throttle;
 mod state;
 
