@@ -76,6 +76,7 @@ pub const TARGET_NAMES: &[&str] = &[
 
 /// The targets built in: name and check, in [`TARGET_NAMES`] order.
 pub fn targets() -> Vec<(&'static str, Check)> {
+    #[cfg_attr(not(feature = "api"), allow(unused_mut))]
     let mut targets: Vec<(&'static str, Check)> = vec![
         ("compress_negotiate", compress_negotiate),
         ("compress_fields", compress_fields),
