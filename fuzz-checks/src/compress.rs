@@ -173,9 +173,10 @@ const DECODE: Budget = Budget::new(16, 20 * 1024 * 1024);
 /// deflate, br, zstd; bit 2 stacks a second, bits 3–4), a byte choosing the
 /// chunk size (0: the whole body at once), then the encoded body.
 ///
-/// Checks: the decoded bytes never pass the cap; feeding the body in
-/// chunks gives the same result as feeding it at once; allocation within
-/// the budget.
+/// Checks: the decoded bytes never pass the cap; a body accepted in chunks
+/// is accepted whole with the same bytes, and the other way round (a body
+/// refused both ways may be refused for different reasons: one both too
+/// large and corrupt is either); allocation within the budget.
 pub fn compress_decode(data: &[u8]) {
     let [choice, chunk, body @ ..] = data else {
         return;
@@ -205,9 +206,14 @@ pub fn compress_decode(data: &[u8]) {
     }
     if *chunk != 0 && usize::from(*chunk) < body.len() {
         let chunked = decode(usize::from(*chunk));
-        assert_eq!(
-            chunked, whole,
-            "{codings:?}: chunks of {chunk} bytes decode differently from the whole body"
-        );
+        // A body that is both too large and corrupt may be refused for
+        // either, depending on where the codec's buffers meet the chunks:
+        // both are refusals. An accepted body must be accepted whole.
+        if chunked.is_ok() || whole.is_ok() {
+            assert_eq!(
+                chunked, whole,
+                "{codings:?}: chunks of {chunk} bytes decode differently from the whole body"
+            );
+        }
     }
 }
