@@ -53,9 +53,11 @@ pub fn cache_pattern(data: &[u8]) {
     }
 }
 
-/// Normalising encodes a byte as at most three; the key holds path, query
-/// and user once each.
-const KEY: Budget = Budget::new(32, 1024);
+/// Normalising encodes a byte as at most three (nine for an invalid UTF-8
+/// byte, which the text holds as three); the key holds path, query and
+/// user once each, in strings grown by doubling: 64 bytes per input byte
+/// plus 1 KiB.
+const KEY: Budget = Budget::new(64, 1024);
 
 fn is_path_literal(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)

@@ -5,9 +5,11 @@ use hasivu_ratelimit::{__fuzz as ratelimit, Policies, Quota, Tiers, shield::Limi
 
 use crate::{Budget, text};
 
-/// Each of the three parsers copies the text at most once, escaped, into
-/// an error message.
-const DURATION: Budget = Budget::new(48, 1024);
+/// Each of the three parsers copies the text twice into an error message,
+/// escaped (a control character becomes `\u{13}`, six bytes), in a string
+/// grown by doubling (every size on the way is counted): 256 bytes per
+/// input byte plus 1 KiB.
+const DURATION: Budget = Budget::new(256, 1024);
 
 /// The duration syntax of the three crates that read durations from
 /// configuration (`duration.rs` of hasivu-ratelimit, hasivu-cache and
