@@ -156,6 +156,9 @@
 // backplane are compiled out and their helpers go unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 #[cfg(feature = "redis")]
 mod backplane;
 mod breaker;

@@ -119,6 +119,9 @@
 // `unsafe` is allowed in one place only: the `alloc-tracking` allocator.
 #![cfg_attr(not(feature = "alloc-tracking"), forbid(unsafe_code))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 #[cfg(feature = "alloc-tracking")]
 mod alloc;
 mod cardinality;

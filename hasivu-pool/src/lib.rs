@@ -42,6 +42,9 @@
 //! | `full` | all of the above |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 #[cfg(any(
     feature = "http",
     feature = "postgres",

@@ -73,6 +73,9 @@
 //! | `cluster` | no | Redis Cluster for the Redis store (`RedisStore::cluster`); implies `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 mod client_ip;
 mod decision;
 mod duration;

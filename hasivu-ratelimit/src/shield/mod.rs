@@ -288,7 +288,7 @@
 //!   path and the reasons, never query values, bodies or secrets.
 
 mod blocklist;
-mod detect;
+pub(crate) mod detect;
 #[cfg(feature = "tower")]
 mod log_throttle;
 mod state;
