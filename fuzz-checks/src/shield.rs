@@ -8,6 +8,7 @@ use std::{
 
 use hasivu_ratelimit::{
     __fuzz, Cidr, TrustedProxies,
+    http::ForwardedHeader,
     http::{ClientIpKey, PeerAddr},
     shield::{
         BodyKind, Detector, DistinctPaths, Inspection, Limits, NotFoundRate, PathTraversal,
@@ -294,13 +295,13 @@ pub fn client_ip(data: &[u8]) {
 
     let elements = |values: &[&str]| values.iter().map(|v| v.split(',').count()).sum::<usize>();
     let xff = FORWARDING.run("parse_x_forwarded_for", data.len(), || {
-        __fuzz::parse_x_forwarded_for(x_forwarded_for.iter().copied())
+        __fuzz::x_forwarded_for_hops(x_forwarded_for.iter().copied())
     });
-    assert!(xff.len() <= elements(&x_forwarded_for));
+    assert!(xff.len() <= elements(&x_forwarded_for).min(TrustedProxies::MAX_HOPS));
     let hops = FORWARDING.run("parse_forwarded", data.len(), || {
-        __fuzz::parse_forwarded(forwarded.iter().copied())
+        __fuzz::forwarded_hops(forwarded.iter().copied())
     });
-    assert!(hops.len() <= elements(&forwarded));
+    assert!(hops.len() <= elements(&forwarded).min(TrustedProxies::MAX_HOPS));
 
     let mut request = http::Request::new(());
     for value in &forwarded {
@@ -317,29 +318,31 @@ pub fn client_ip(data: &[u8]) {
         .extensions_mut()
         .insert(PeerAddr(SocketAddr::new(peer, 4000)));
     let (parts, ()) = request.into_parts();
-    let key = ClientIpKey::trusted_proxies(proxies.clone());
-    let client = FORWARDING.run("ClientIpKey::client_ip", data.len(), || {
-        key.client_ip(&parts)
-    });
-    let client = client.expect("the peer is known");
-    if !proxies.contains(peer) {
-        assert_eq!(client, peer, "an untrusted peer is the client");
-        return;
-    }
     let canonical = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let seen: Vec<IpAddr> = xff
-        .iter()
-        .chain(&hops)
-        .flatten()
-        .map(|ip| canonical(*ip))
-        .collect();
-    assert!(
-        client == canonical(peer) || seen.contains(&client),
-        "client {client} is neither the peer {peer} nor a forwarded address"
-    );
+    // Only the header the proxies are said to set counts: the client is
+    // the peer or an address of that header, never of the other one.
+    for (header, chain) in [
+        (ForwardedHeader::XForwardedFor, &xff),
+        (ForwardedHeader::Forwarded, &hops),
+    ] {
+        let key = ClientIpKey::trusted_proxies(proxies.clone()).forwarded_header(header);
+        let client = FORWARDING.run("ClientIpKey::client_ip", data.len(), || {
+            key.client_ip(&parts)
+        });
+        let client = client.expect("the peer is known");
+        if !proxies.contains(peer) {
+            assert_eq!(client, canonical(peer), "an untrusted peer is the client");
+            continue;
+        }
+        let seen: Vec<IpAddr> = chain.iter().flatten().map(|ip| canonical(*ip)).collect();
+        assert!(
+            client == canonical(peer) || seen.contains(&client),
+            "client {client} is neither the peer {peer} nor an address of the chosen header"
+        );
+    }
 }
 
 /// `Cidr::parse` and `TrustedProxies::new` on the input as text (a CIDR;

@@ -30,9 +30,10 @@ mod http {
         key::normalize_path(path)
     }
 
-    /// The HTTP cache's query normalisation (`None`: empty).
-    pub fn normalize_query(query: &str) -> Option<String> {
-        key::normalize_query(query)
+    /// The HTTP cache's query normalisation (`None`: empty), keeping only
+    /// the parameters `keep` names when given.
+    pub fn normalize_query(query: &str, keep: Option<&[String]>) -> Option<String> {
+        key::normalize_query(query, keep)
     }
 
     /// The primary key of a normalised path and query.

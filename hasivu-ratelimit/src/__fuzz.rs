@@ -38,14 +38,19 @@ pub fn truncate(text: &str, max: usize) -> &str {
     decode::truncate(text, max)
 }
 
-/// The `X-Forwarded-For` chain, oldest first (`None`: not an address).
-pub fn parse_x_forwarded_for<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Option<IpAddr>> {
-    crate::client_ip::parse_x_forwarded_for(values)
+/// The `X-Forwarded-For` hops of header values given in order, right to
+/// left, at most [`TrustedProxies::MAX_HOPS`](crate::TrustedProxies::MAX_HOPS)
+/// (`None`: not an address).
+pub fn x_forwarded_for_hops<'a>(
+    values: impl DoubleEndedIterator<Item = &'a str>,
+) -> Vec<Option<IpAddr>> {
+    crate::client_ip::x_forwarded_for_hops(values.rev().map(str::as_bytes)).collect()
 }
 
-/// The `for=` nodes of `Forwarded`, oldest first (`None`: not an address).
-pub fn parse_forwarded<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Option<IpAddr>> {
-    crate::client_ip::parse_forwarded(values)
+/// The `for=` nodes of `Forwarded` header values given in order, right to
+/// left, at most `MAX_HOPS` (`None`: not an address, or no `for=`).
+pub fn forwarded_hops<'a>(values: impl DoubleEndedIterator<Item = &'a str>) -> Vec<Option<IpAddr>> {
+    crate::client_ip::forwarded_hops(values.rev().map(str::as_bytes)).collect()
 }
 
 /// The configuration duration syntax (`250ms`, `5m`, a bare number of
