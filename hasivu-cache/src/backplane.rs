@@ -29,8 +29,10 @@
 //!   [`QUEUE`] entries; a flood that overflows it has cost messages.
 //!
 //! Each is a loss: the instance goes down, drops the connection, makes a
-//! new one, subscribes and resyncs. The resync (which may replay thousands
-//! of invalidations) and the periodic retry run in a task of their own, so
+//! new one, subscribes and resyncs. Messages received before the loss are
+//! still applied (after an overflow, only the one being applied: the
+//! resync covers the rest). The resync (which may replay thousands of
+//! invalidations) and the periodic retry run in a task of their own, so
 //! the subscriber keeps applying messages meanwhile; a message applied
 //! before the resync's flush is flushed with the rest, which is safe.
 
@@ -376,11 +378,16 @@ impl Link {
         self.lost.notify_one();
     }
 
+    /// The first loss recorded, if any.
+    fn loss(&self) -> Option<Loss> {
+        Loss::from_u8(self.loss.load(Ordering::Acquire))
+    }
+
     /// Resolves with the first loss.
     async fn lost(&self) -> Loss {
         loop {
             let notified = self.lost.notified();
-            if let Some(loss) = Loss::from_u8(self.loss.load(Ordering::Acquire)) {
+            if let Some(loss) = self.loss() {
                 return loss;
             }
             notified.await;
@@ -524,17 +531,58 @@ async fn run(source: Source, settings: Settings, state: Arc<SyncState>, target: 
             target: &target,
             work: &mut work,
             backoff: &mut backoff,
+            applying: None,
         };
-        match current.run().await {
+        let end = current.run().await;
+        let Session { rx, applying, .. } = current;
+        match end {
             End::Gone => return,
             End::Lost(loss) => {
                 state.lost(loss);
-                // The connection and its queue go with the session; the
-                // next one starts from a new connection.
+                // What was received still applies (it can only drop L1
+                // entries), unless a flood is what ended the session; the
+                // connection goes, and the next session starts from a new
+                // one.
+                if let Some(cache) = target.upgrade() {
+                    let queued = (loss != Loss::Overflow).then_some(rx);
+                    tokio::spawn(finish(cache, applying, queued));
+                }
                 backoff.sleep().await;
             }
         }
     }
+}
+
+/// Finishes the message being applied when a session ended, then applies
+/// the ones still `queued`.
+async fn finish(
+    cache: Arc<dyn Target>,
+    applying: Option<BoxFuture<'static, ()>>,
+    queued: Option<Receiver<PushInfo>>,
+) {
+    if let Some(applying) = applying {
+        applying.await;
+    }
+    let Some(mut rx) = queued else {
+        return;
+    };
+    rx.close();
+    while let Ok(push) = rx.try_recv() {
+        if let Some(message) = received(&push) {
+            cache.apply(message).await;
+        }
+    }
+}
+
+/// The message of a received push, counted.
+fn received(push: &PushInfo) -> Option<Message> {
+    let message = parse(&push.data)?;
+    metrics::counter!("hasivu_cache_backplane_messages_total", "direction" => "received")
+        .increment(1);
+    let delay = now_ms().saturating_sub(message.sent_ms);
+    metrics::histogram!("hasivu_cache_backplane_delay_seconds")
+        .record(Duration::from_millis(delay).as_secs_f64());
+    Some(message)
 }
 
 /// A resync or a retry, run in a task of its own so that messages keep
@@ -598,9 +646,19 @@ struct Session<'a> {
     target: &'a Weak<dyn Target>,
     work: &'a mut Work,
     backoff: &'a mut Backoff,
+    /// The message being applied. Polled alongside the rest, so a slow
+    /// apply does not hide a loss.
+    applying: Option<BoxFuture<'static, ()>>,
 }
 
 impl Session<'_> {
+    /// Ends the session for `loss`, or for what the pushes reported first
+    /// (a push taken for the heartbeat's reply is also reported as a loss
+    /// of its own).
+    fn lost(&self, loss: Loss) -> End {
+        End::Lost(self.link.loss().unwrap_or(loss))
+    }
+
     async fn run(&mut self) -> End {
         let heartbeat = self.settings.heartbeat;
         // The subscription was just confirmed.
@@ -609,7 +667,6 @@ impl Session<'_> {
         let mut resync_wanted = true;
         let mut synced = false;
         let mut ping: Option<BoxFuture<'static, RedisResult<Value>>> = None;
-        let mut applying: Option<BoxFuture<'static, ()>> = None;
         // Timers kept across iterations and re-armed when they fire, so a
         // stream of messages does not re-register them one by one.
         let silence = tokio::time::sleep_until(later(now, heartbeat.down_after));
@@ -623,31 +680,23 @@ impl Session<'_> {
                 () = &mut silence => {
                     let until = later(self.link.heard(), heartbeat.down_after);
                     if until <= Instant::now() {
-                        return End::Lost(Loss::Heartbeat);
+                        return self.lost(Loss::Heartbeat);
                     }
                     silence.as_mut().reset(until);
                 }
-                push = self.rx.recv(), if applying.is_none() => {
+                push = self.rx.recv(), if self.applying.is_none() => {
                     // The connection's task dropped its sender: it ended.
                     let Some(push) = push else {
-                        return End::Lost(Loss::Disconnected);
+                        return self.lost(Loss::Disconnected);
                     };
-                    if let Some(message) = parse(&push.data) {
-                        metrics::counter!("hasivu_cache_backplane_messages_total", "direction" => "received")
-                            .increment(1);
-                        let delay = now_ms().saturating_sub(message.sent_ms);
-                        metrics::histogram!("hasivu_cache_backplane_delay_seconds")
-                            .record(Duration::from_millis(delay).as_secs_f64());
+                    if let Some(message) = received(&push) {
                         let Some(cache) = self.target.upgrade() else {
                             return End::Gone;
                         };
-                        // Polled alongside the rest, so a slow apply does
-                        // not hide a loss; dropped with the session, which
-                        // is safe since a resync follows.
-                        applying = Some(async move { cache.apply(message).await }.boxed());
+                        self.applying = Some(async move { cache.apply(message).await }.boxed());
                     }
                 }
-                () = poll_some(&mut applying) => applying = None,
+                () = poll_some(&mut self.applying) => self.applying = None,
                 reply = poll_some(&mut ping) => {
                     ping = None;
                     match reply {
@@ -656,10 +705,10 @@ impl Session<'_> {
                         // for a reply): start again on a clean connection.
                         Ok(reply) => {
                             tracing::debug!(?reply, "backplane heartbeat answered out of step");
-                            return End::Lost(Loss::Heartbeat);
+                            return self.lost(Loss::Heartbeat);
                         }
                         Err(error) if error.is_unrecoverable_error() => {
-                            return End::Lost(Loss::Disconnected);
+                            return self.lost(Loss::Disconnected);
                         }
                         // A slow answer: silence is judged by its own timer.
                         Err(error) => tracing::debug!(%error, "backplane heartbeat failed"),
@@ -900,6 +949,73 @@ mod tests {
         .unwrap()
     }
 
+    /// One command to one node, not through a cluster client.
+    #[cfg(feature = "cluster")]
+    async fn node<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd(args[0])
+            .arg(&args[1..])
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    #[cfg(feature = "cluster")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sunsubscribe_push_is_counted_once_and_resubscribed() {
+        let cluster = hasivu_testkit::RedisCluster::start();
+        let urls = cluster.urls();
+        let probe = Probe::new(true, true);
+        let state = Arc::new(SyncState::default());
+        let target: Weak<dyn Target> = Arc::downgrade(&probe) as _;
+        let _task = spawn(
+            &Endpoint::Cluster(urls.clone()),
+            "",
+            Duration::from_millis(500),
+            Heartbeat::DEFAULT,
+            Arc::clone(&state),
+            target,
+        )
+        .unwrap();
+        eventually(Duration::from_secs(10), "first sync", || state.is_synced()).await;
+
+        // Move the channel's slot to the next master.
+        let channel = keys::channel("");
+        let slot: i64 = node(&urls[0], &["CLUSTER", "KEYSLOT", &channel]).await;
+        let from = usize::try_from(slot / 5461).unwrap().min(2);
+        let to = (from + 1) % 3;
+        let slot = slot.to_string();
+        let from_id: String = node(&urls[from], &["CLUSTER", "MYID"]).await;
+        let to_id: String = node(&urls[to], &["CLUSTER", "MYID"]).await;
+        let () = node(
+            &urls[to],
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        )
+        .await;
+        let () = node(
+            &urls[from],
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        )
+        .await;
+        for url in [&urls[to], &urls[from], &urls[3 - from - to]] {
+            let () = node(url, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).await;
+        }
+
+        eventually(Duration::from_secs(10), "resynced after the move", || {
+            probe.resyncs_done.load(Ordering::SeqCst) == 2 && state.is_synced()
+        })
+        .await;
+        assert_eq!(state.losses(Loss::Unsubscribed), 1);
+        assert_eq!(state.losses(Loss::Heartbeat), 0);
+        let (_, subscribers): (String, i64) =
+            node(&urls[to], &["PUBSUB", "SHARDNUMSUB", &channel]).await;
+        assert_eq!(subscribers, 1, "subscribed on the slot's new master");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unanswered_heartbeat_is_one_loss_and_a_new_connection() {
         let redis = RedisServer::start();
@@ -1090,7 +1206,7 @@ mod tests {
         ] {
             pushes.send(info).unwrap();
         }
-        assert_eq!(Loss::from_u8(link.loss.load(Ordering::SeqCst)), None);
+        assert_eq!(link.loss(), None);
         for _ in 0..5 {
             pushes
                 .send(push(PushKind::SMessage, "hasivu:backplane"))
