@@ -440,7 +440,7 @@ fn hostile_requests_get_answers_and_no_unintended_5xx() {
     let (service, token) = runtime.block_on(async {
         let config = Config {
             users: 50,
-            token_secret: Some("test-secret".into()),
+            token_secret: Some("test-secret-of-thirty-two-bytes!".into()),
             // Peers in 10/8 are proxies: their forwarding headers count.
             trusted_proxies: TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
             ..Config::default()

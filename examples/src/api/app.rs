@@ -25,9 +25,9 @@ use hasivu_metrics::{
 };
 use hasivu_pool::{Pool, PoolConfig, PoolManager, PostgresManager, RedisManager, SqliteManager};
 use hasivu_ratelimit::{
-    AnyStore, Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
+    AnyStore, Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers, WhenFull,
     http::{ClientIpKey, RateLimitLayer, UserOrIp},
-    shield::{AnyBlocklist, LocalBlocklist, RedisBlocklist, ShieldLayer},
+    shield::{AnyBlocklist, LocalBlocklist, RedisBlocklist, ShieldLayer, Strikes},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sha2::Digest;
@@ -36,7 +36,7 @@ use tower::ServiceBuilder;
 
 use crate::api::{
     alert_history::AlertHistory,
-    auth::{AuthLayer, Tokens},
+    auth::{AuthLayer, Tokens, bearer},
     config::Config,
     db::{
         Db, DbError, MenuItem, PaymentMethod, School,
@@ -141,7 +141,9 @@ pub fn quota((limit, secs): (u32, u64)) -> Quota {
 }
 
 /// The report's policies with the configured quotas: general, and
-/// stricter ones for login (burst 5) and payments (burst 10).
+/// stricter ones for login (burst 5) and payments (burst 10). Login and
+/// payments are strict: a full in-process store refuses a new client
+/// rather than forget one that is counting.
 pub fn policies(config: &Config) -> Policies {
     let login = quota(config.rate_login);
     let payments = quota(config.rate_payments);
@@ -149,12 +151,22 @@ pub fn policies(config: &Config) -> Policies {
         .route(
             Some("POST"),
             "/auth/login",
-            Policy::new("login", login.burst(5.min(login.limit()))),
+            Policy::new(
+                "login",
+                login
+                    .burst(5.min(login.limit()))
+                    .when_full(WhenFull::Refuse),
+            ),
         )
         .route(
             Some("POST"),
             "/payments/*",
-            Policy::new("payments", payments.burst(10.min(payments.limit()))),
+            Policy::new(
+                "payments",
+                payments
+                    .burst(10.min(payments.limit()))
+                    .when_full(WhenFull::Refuse),
+            ),
         )
 }
 
@@ -653,6 +665,8 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, operations: &Operations) -> Router {
     let menu_policy = RoutePolicy::new(state.config.menu_ttl)
         .namespace("menu:daily:")
+        // The one parameter the handler reads: `?junk=N` makes no entry.
+        .query_params(["school"])
         // One entry per school, shared by everyone of that school: the
         // verified token's school, put there by the auth layer.
         .per_user(|parts| {
@@ -794,7 +808,13 @@ pub fn stack_with(
     let blocklist = blocklist(&config)?;
     let analytics = state.analytics.clone();
     // The socket peer, or the client a trusted proxy forwarded.
-    let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone());
+    let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone())
+        .forwarded_header(config.forwarded_header.clone());
+    // A request with a valid token is refused at the shield's threshold
+    // but never blocks its address (a school shares one behind its NAT).
+    let tokens = state.tokens.clone();
+    let signed_in = move |parts: &http::request::Parts| bearer(&tokens, &parts.headers).is_some();
+    let (strikes, window) = config.shield_strikes;
     Ok(ServiceBuilder::new()
         // Every layer's body in axum's own body type.
         .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
@@ -807,7 +827,13 @@ pub fn stack_with(
         .layer(
             ShieldLayer::new()
                 .blocklist(blocklist)
-                .client_ip(client_ip.clone()),
+                .client_ip(client_ip.clone())
+                .strikes(Strikes {
+                    count: strikes,
+                    window: Duration::from_secs(window.max(1)),
+                    ..Strikes::default()
+                })
+                .authenticated(signed_in),
         )
         .layer(AuthLayer::new(state.tokens.clone()))
         .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(client_ip)))

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use hasivu_ratelimit::TrustedProxies;
+use hasivu_ratelimit::{TrustedProxies, http::ForwardedHeader};
 
 /// Everything the API can be told at start.
 #[derive(Clone, Debug)]
@@ -61,6 +61,17 @@ pub struct Config {
     /// whose `Forwarded` / `X-Forwarded-For` the limiter and the shield
     /// believe, so that they key on the forwarded client instead of the proxy.
     pub trusted_proxies: TrustedProxies,
+    /// `HASIVU_FORWARDED_HEADER` (default `x-forwarded-for`): the one
+    /// header the trusted proxies set and the only one read: `forwarded`
+    /// (RFC 7239), or a single-address header such as `x-real-ip` or
+    /// `cf-connecting-ip`. The others are ignored, so a client cannot pick
+    /// its own address by sending one.
+    pub forwarded_header: ForwardedHeader,
+    /// `HASIVU_SHIELD_STRIKES` (`count/seconds`, default `5/600`): requests
+    /// at the shield's threshold from one address within the window that
+    /// block it (each is refused; one alone blocks no one). Requests with
+    /// a valid token are refused but never block their address.
+    pub shield_strikes: (u32, u64),
     /// `HASIVU_HISTORY_PATH`: a JSON file for the regression detector's
     /// history (loaded at start, saved every 5 minutes and at shutdown).
     /// Unset: kept in Redis when `REDIS_URL` is set, else not kept.
@@ -121,6 +132,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
             trusted_proxies: TrustedProxies::none(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            shield_strikes: (5, 600),
             history_path: None,
             login_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             login_queue: 256,
@@ -160,6 +173,8 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_RATE_LOGIN",
     "HASIVU_RATE_PAYMENTS",
     "HASIVU_TRUSTED_PROXIES",
+    "HASIVU_FORWARDED_HEADER",
+    "HASIVU_SHIELD_STRIKES",
     "HASIVU_USERS",
     "HASIVU_MENU_ITEMS",
     "HASIVU_SEED_DEMO",
@@ -317,6 +332,16 @@ impl Config {
             config.trusted_proxies =
                 TrustedProxies::new(v.split(',').map(str::trim).filter(|c| !c.is_empty()))
                     .map_err(|e| ConfigError(format!("HASIVU_TRUSTED_PROXIES: {e}")))?;
+        }
+        if let Some(v) = get("HASIVU_FORWARDED_HEADER") {
+            config.forwarded_header = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "HASIVU_FORWARDED_HEADER: {v:?} is not a header name (x-forwarded-for, forwarded, x-real-ip…)"
+                ))
+            })?;
+        }
+        if let Some(v) = get("HASIVU_SHIELD_STRIKES") {
+            config.shield_strikes = rate("HASIVU_SHIELD_STRIKES", &v)?;
         }
         if let Some(v) = get("HASIVU_LOGIN_WORKERS") {
             config.login_workers = parse("HASIVU_LOGIN_WORKERS", &v)?;
