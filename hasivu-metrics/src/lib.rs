@@ -81,7 +81,7 @@
 //! - The report keeps the last 1000 samples per endpoint in an array and
 //!   sorts them for each query, so a busy endpoint's "last hour" is its last
 //!   few seconds and a quiet one's reaches back days. Here every request of
-//!   the window counts, in memory fixed per route (≈ 378 KiB with the
+//!   the window counts, in memory fixed per route (≈ 383 KiB with the
 //!   default rings), with quantiles within a stated error.
 //! - The report labels CloudWatch metrics with the raw endpoint and keys
 //!   its arrays by `method:endpoint`, so `/users/42` and `/users/43` are
