@@ -18,17 +18,68 @@
 //!   requests, pooled) at least 2× the baseline's and at least half a
 //!   percentage point above it;
 //! - **significance**: a one-sided Mann–Whitney U test on the per-interval
-//!   values (p95s, or error rates) with p < 0.01, so on a stable service
-//!   about 1% of checks or fewer are false alarms;
+//!   values (p95s, or error rates) with p < 0.001, its variance corrected
+//!   for serial correlation (below);
 //! - **a minimum sample**: 10 recent and 30 baseline intervals with at
-//!   least 5 requests each.
+//!   least 20 requests each (the p95 of fewer requests is their maximum).
 //!
-//! The test runs on per-interval aggregates rather than single requests,
-//! which keeps the samples close to independent (a burst of slow requests
-//! is one slow interval, not hundreds of "independent" observations).
-//! When a regression is found, change-point detection over the last day
-//! of intervals places its start, and the record carries the build
-//! version that served that interval and the one before it.
+//! A regression the previous check reported stays reported while it keeps
+//! 80% of the effect-size thresholds at p < 0.01
+//! ([`hold`](RegressionConfig::hold)), so a level hovering at a threshold
+//! is one regression rather than one at every other check. When a
+//! regression is found, change-point detection over the last day of
+//! intervals places its start, and the record carries the build version
+//! that served that interval and the one before it.
+//!
+//! # Intervals from analytics
+//!
+//! [`record_analytics`](RegressionDetector::record_analytics) reads the
+//! slices of the analytics minute ring: each point is one completed slice
+//! (or several, for longer intervals), so points never overlap and no
+//! request is counted twice. Call it about once a minute: a late call
+//! records each missed minute as its own point, and minutes that left the
+//! ring (an hour with the default rings) before a call are reported in
+//! [`Recorded::lost`] and logged rather than skipped silently.
+//! [`flush_analytics`](RegressionDetector::flush_analytics) also records the
+//! minute in progress, for a graceful shutdown.
+//!
+//! # False alarms
+//!
+//! Real traffic is autocorrelated: a slow minute is followed by slow
+//! minutes. The per-interval values are then far from independent, and a
+//! plain rank test over the recent hour takes an hour that wandered off
+//! for a significant change; checked every minute, it raises false alarms
+//! every day or two. The detector inflates the rank test's variance by how
+//! much more hour-long windows of the baseline vary than independent
+//! intervals would (overlapping batch means of the baseline's ranks,
+//! estimated once an hour), which also absorbs a daily rhythm, and judges
+//! at p < 0.001, because it judges 1440 times a day.
+//!
+//! Measured with minute-by-minute checks, one route, the default settings,
+//! after a week of history, on simulated traffic with a lunch peak (3 to
+//! 183 requests a minute, Poisson), a log p95 of 100 ms + 22% at the peak +
+//! an AR(1) process of lag-1 correlation φ and standard deviation 0.2 +
+//! sampling noise (0.15 at 100 requests), and a 0.5% error rate times a
+//! log-normal AR(1) factor of standard deviation 0.5; a false alarm is a
+//! check reporting a regression the check a minute before did not:
+//!
+//! | φ | false alarms per route (224 days) | before: plain test at p < 0.01, 5 requests, no hold (56 days) |
+//! | ---: | ---: | ---: |
+//! | 0.5 | none | 0.9 a week |
+//! | 0.8 | none | 1.9 a week |
+//! | 0.9 | 0.44 a week | 4.8 a week |
+//!
+//! On a noisier route (standard deviations 0.3 and 0.7) it is 0.34 a week
+//! at φ = 0.8 and 0.72 a week at φ = 0.9, against 5.8 and 18 a week before.
+//! (The "before" figures use one point per minute; the overlapping points
+//! recorded before this crate read whole slices correlated even more.)
+//! The crate's tests repeat the measurement on 56 days per setting with
+//! fixed seeds and fail above one false alarm a week per route (two for
+//! the noisier route at φ = 0.9). On independent noise, no regression was
+//! reported over 1000 seeds of a week each. A 2× latency step is still
+//! found within the hour: 31 intervals after it began on independent
+//! noise, placed at the exact interval; 31 to 54 intervals on the
+//! autocorrelated traffic at φ = 0.8.
 //!
 //! ```
 //! use hasivu_metrics::regression::{Point, RegressionDetector, RegressionMetric};
@@ -82,7 +133,8 @@ use crate::{PerformanceAnalytics, Snapshot, error::Error};
 use series::{Baseline, Series};
 
 /// The detector's settings; the defaults follow the report (7-day
-/// baseline, 1.5× latency, 2× error rate) with p < 0.01.
+/// baseline, 1.5× latency, 2× error rate) with p < 0.001, corrected for
+/// autocorrelation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -107,12 +159,15 @@ pub struct RegressionConfig {
     /// The smallest rise of the error rate that counts, as a fraction
     /// (default 0.005), so 0.01% → 0.02% is not a regression.
     pub min_error_rate_increase: f64,
-    /// The significance level (default 0.01).
+    /// The significance level of a check (default 0.001: the detector
+    /// checks every minute, 1440 times a day).
     pub max_p: f64,
-    /// Correct the significance test for serial correlation (default on):
-    /// the variance of the rank sum is inflated by the factor an AR(1)
-    /// process with the baseline's lag-1 autocorrelation gives the mean of
-    /// the recent intervals.
+    /// Correct the significance test for serial correlation and daily
+    /// rhythm (default on): the variance of the rank sum is multiplied by
+    /// how much more the mean rank of a recent-window-long stretch of the
+    /// baseline varies than that of independent intervals (overlapping
+    /// batch means, estimated once per recent window). Off, the test
+    /// treats the intervals as independent.
     pub autocorrelation: bool,
     /// The share of the effect-size thresholds a regression reported by
     /// the previous [`detect`](RegressionDetector::detect) must keep to
@@ -125,8 +180,9 @@ pub struct RegressionConfig {
     pub min_recent: usize,
     /// Fewest baseline intervals (default 30).
     pub min_baseline: usize,
-    /// Fewest requests for an interval to count (default 5): a p95 of two
-    /// requests says little.
+    /// Fewest requests for an interval to count (default 20): the p95 of
+    /// fewer requests is their maximum. Routes with less traffic than that
+    /// per minute need a longer [`interval`](Self::interval).
     pub min_requests: u64,
     /// How much history change-point detection looks at (default 1 day).
     pub changepoint_window: Duration,

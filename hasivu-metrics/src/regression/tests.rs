@@ -340,6 +340,98 @@ fn analytics_points_are_whole_slices_that_never_overlap() {
     assert_eq!(got, want, "one point per minute, each its own requests");
 }
 
+#[test]
+fn a_long_gap_is_reported_and_a_flush_keeps_the_minute_in_progress() {
+    use crate::{ManualClock, Sample};
+    let time = ManualClock::new();
+    let analytics = PerformanceAnalytics::builder().clock(time.clock()).build();
+    let route = analytics.route("GET /a");
+    let mut detector = RegressionDetector::new();
+    let at = |secs: u64| {
+        time.set(Duration::from_secs(secs));
+        START + secs
+    };
+    route.record(&Sample::new(Duration::from_millis(5)));
+    let first = detector.record_analytics(&analytics, at(61));
+    assert_eq!(
+        first,
+        Recorded {
+            intervals: 1,
+            lost: 0,
+            partial: false
+        }
+    );
+    // Two hours without a call: the minute ring holds the last hour only,
+    // minutes 60 to 119; minutes 1 to 59 are lost.
+    let late = detector.record_analytics(&analytics, at(2 * 3600 + 30));
+    assert_eq!(
+        late,
+        Recorded {
+            intervals: 60,
+            lost: 59,
+            partial: false
+        }
+    );
+    let history = detector.history();
+    let points = &history.routes["GET /a"];
+    assert_eq!(points.len(), 61);
+    // Exactly one interval apart after the gap as before it.
+    assert_eq!(points[1].start_secs - points[0].start_secs, 60 * 60);
+    assert!(
+        points
+            .windows(2)
+            .skip(1)
+            .all(|w| w[1].start_secs - w[0].start_secs == 60)
+    );
+
+    // At shutdown, the minute in progress is recorded too ...
+    for _ in 0..7 {
+        route.record(&Sample::new(Duration::from_millis(5)).status(503));
+    }
+    let flushed = detector.flush_analytics(&analytics, at(2 * 3600 + 40));
+    assert_eq!(
+        flushed,
+        Recorded {
+            intervals: 0,
+            lost: 0,
+            partial: true
+        }
+    );
+    let last = *detector.history().routes["GET /a"].last().unwrap();
+    assert_eq!(
+        (last.start_secs, last.requests, last.errors),
+        (START + 7200, 7, 7)
+    );
+    // ... and replaced by the whole minute when it completes.
+    route.record(&Sample::new(Duration::from_millis(5)));
+    let later = detector.record_analytics(&analytics, at(2 * 3600 + 61));
+    assert_eq!(later.intervals, 1);
+    let points = detector.history().routes["GET /a"].clone();
+    assert_eq!(points.len(), 62);
+    assert_eq!(points.last().map(|p| (p.requests, p.errors)), Some((8, 7)));
+}
+
+#[test]
+fn an_interval_the_rings_cannot_tile_records_nothing() {
+    let analytics = PerformanceAnalytics::new();
+    analytics.record("GET /a", &crate::Sample::new(Duration::from_millis(5)));
+    let mut detector = RegressionDetector::with_config(RegressionConfig {
+        interval: Duration::from_secs(90),
+        ..RegressionConfig::default()
+    });
+    assert_eq!(
+        detector.record_analytics(&analytics, START),
+        Recorded::default()
+    );
+    assert_eq!(detector.routes().count(), 0);
+    // Five minutes tile on the minute ring.
+    let mut five = RegressionDetector::with_config(RegressionConfig {
+        interval: Duration::from_secs(300),
+        ..RegressionConfig::default()
+    });
+    assert_eq!(five.record_analytics(&analytics, START).lost, 0);
+}
+
 /// A school-meal route minute by minute, autocorrelated: traffic peaks
 /// at lunch (3 requests a minute at night, 183 at noon, Poisson); the log
 /// p95 is 100 ms, +22% at the lunch peak, plus an AR(1) process (lag-1
