@@ -656,6 +656,15 @@ mod tests {
             .map(|t| {
                 let (ring, barrier) = (Arc::clone(&ring), Arc::clone(&barrier));
                 std::thread::spawn(move || {
+                    // The zeroing writer gives its core away, so others find
+                    // the slice being zeroed.
+                    hooks::ZEROING.with(|hook| {
+                        *hook.borrow_mut() = Some(Box::new(|| {
+                            for _ in 0..3 {
+                                std::thread::yield_now();
+                            }
+                        }));
+                    });
                     for first in (1..=epochs).step_by(phase as usize) {
                         let mut order: Vec<u64> = (first..first + phase).collect();
                         if t % 2 == 1 {
