@@ -131,10 +131,11 @@ impl RingSpec {
         self.width.saturating_mul(self.len as u64 - 1)
     }
 
-    /// Bytes of one ring of this shape: its slices and the staging slice.
+    /// Bytes of one ring of this shape: its slices and the staging slice
+    /// (whose header is in the `Ring`).
     pub(crate) fn memory(&self) -> usize {
         std::mem::size_of::<Ring>()
-            + (self.len + 1) * std::mem::size_of::<Header>()
+            + self.len * std::mem::size_of::<Header>()
             + (self.len + 1) * self.layout.len() * std::mem::size_of::<AtomicU32>()
     }
 }
@@ -156,10 +157,11 @@ pub(crate) enum SliceRead {
 #[derive(Debug)]
 pub(crate) struct Ring {
     width: u64,
-    /// Slices in the ring; index `len` is the staging slice.
+    /// Slices in the ring (the staging slice is not one of them).
     len: usize,
     headers: Box<[Header]>,
-    // `len + 1` runs of `layout.len()` buckets.
+    staging: Header,
+    // `len + 1` runs of `layout.len()` buckets, the staging slice's last.
     buckets: Box<[AtomicU32]>,
     layout: Arc<Layout>,
 }
@@ -170,7 +172,8 @@ impl Ring {
         Self {
             width: spec.width.max(1),
             len,
-            headers: (0..=len).map(|_| Header::new()).collect(),
+            headers: (0..len).map(|_| Header::new()).collect(),
+            staging: Header::new(),
             buckets: (0..(len + 1) * spec.layout.len())
                 .map(|_| AtomicU32::new(0))
                 .collect(),
@@ -187,18 +190,19 @@ impl Ring {
     #[inline]
     pub(crate) fn record(&self, now: u64, value: u64, flags: u8) {
         let epoch = self.epoch(now);
-        let slot = (epoch % self.len as u64) as usize;
-        if self.headers[slot].epoch.load(Ordering::Acquire) == epoch {
-            self.add(slot, value, flags);
+        let slot = (epoch % self.headers.len() as u64) as usize;
+        let header = &self.headers[slot];
+        if header.epoch.load(Ordering::Acquire) == epoch {
+            self.add(header, slot, value, flags);
         } else {
             self.record_rotating(slot, epoch, value, flags);
         }
     }
 
-    /// Adds one sample to the counters of slice `index` (or staging).
+    /// Adds one sample to the counters of slice `index` (`len`: staging),
+    /// whose header is `header`.
     #[inline]
-    fn add(&self, index: usize, value: u64, flags: u8) {
-        let header = &self.headers[index];
+    fn add(&self, header: &Header, index: usize, value: u64, flags: u8) {
         let bucket = index * self.layout.len() + self.layout.index(value);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         header.sum.fetch_add(value, Ordering::Relaxed);
@@ -244,7 +248,7 @@ impl Ring {
             let resetting = current & RESETTING != 0;
             if !resetting && tag == epoch {
                 // Published since the first look.
-                self.add(slot, value, flags);
+                self.add(header, slot, value, flags);
                 return;
             }
             if resetting && tag == epoch {
@@ -285,14 +289,14 @@ impl Ring {
         fence(Ordering::SeqCst);
         self.drain(slot);
         if published == epoch {
-            self.add(slot, value, flags);
+            self.add(header, slot, value, flags);
         }
     }
 
     /// Records into the staging slice while `slot` is being zeroed, and
     /// drains the staging slice into `slot` when the zeroing has finished.
     fn stage(&self, slot: usize, value: u64, flags: u8) {
-        self.add(self.len, value, flags);
+        self.add(&self.staging, self.len, value, flags);
         fence(Ordering::SeqCst);
         if self.headers[slot].epoch.load(Ordering::Acquire) & RESETTING == 0 {
             self.drain(slot);
@@ -310,7 +314,7 @@ impl Ring {
                 to.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let (from, to) = (&self.headers[self.len], &self.headers[slot]);
+        let (from, to) = (&self.staging, &self.headers[slot]);
         for (from, to) in from.counters().into_iter().zip(to.counters()) {
             if from.load(Ordering::Relaxed) != 0 {
                 let n = from.swap(0, Ordering::Relaxed);
