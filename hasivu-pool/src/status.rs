@@ -20,6 +20,10 @@ pub struct Closes {
     pub broken: u64,
     /// Closed by a drain.
     pub drain: u64,
+    /// Closed because the caller was dropped (a client that left, a
+    /// timeout around `get`) while the connection was being checked: its
+    /// state is unknown.
+    pub cancelled: u64,
 }
 
 /// Acquire waits, summarised from a log-scale histogram (buckets double
@@ -87,6 +91,7 @@ pub(crate) struct Counters {
     pub(crate) close_uses: AtomicU64,
     pub(crate) close_broken: AtomicU64,
     pub(crate) close_drain: AtomicU64,
+    pub(crate) close_cancelled: AtomicU64,
     waits: [AtomicU64; BUCKETS],
     max_wait_nanos: AtomicU64,
 }
@@ -99,6 +104,7 @@ pub(crate) enum CloseReason {
     Uses,
     Broken,
     Drain,
+    Cancelled,
 }
 
 impl CloseReason {
@@ -109,6 +115,7 @@ impl CloseReason {
             CloseReason::Uses => "uses",
             CloseReason::Broken => "broken",
             CloseReason::Drain => "drain",
+            CloseReason::Cancelled => "cancelled",
         }
     }
 }
@@ -124,6 +131,7 @@ impl Default for Counters {
             close_uses: AtomicU64::new(0),
             close_broken: AtomicU64::new(0),
             close_drain: AtomicU64::new(0),
+            close_cancelled: AtomicU64::new(0),
             waits: std::array::from_fn(|_| AtomicU64::new(0)),
             max_wait_nanos: AtomicU64::new(0),
         }
@@ -138,6 +146,7 @@ impl Counters {
             CloseReason::Uses => &self.close_uses,
             CloseReason::Broken => &self.close_broken,
             CloseReason::Drain => &self.close_drain,
+            CloseReason::Cancelled => &self.close_cancelled,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -159,6 +168,7 @@ impl Counters {
             uses: self.close_uses.load(Relaxed),
             broken: self.close_broken.load(Relaxed),
             drain: self.close_drain.load(Relaxed),
+            cancelled: self.close_cancelled.load(Relaxed),
         }
     }
 

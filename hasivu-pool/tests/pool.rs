@@ -388,8 +388,10 @@ async fn a_dead_backend_does_not_starve_another_pool() {
         .kind("redis", quiet().max_size(2).breaker_threshold(2));
     let redis = Arc::new(Counting::default());
     redis.failing.store(true, Ordering::SeqCst);
-    let redis_pool = pools.pool("redis", "cache", Arc::clone(&redis));
-    let db_pool = pools.pool("database", "hasivu", Arc::new(Counting::default()));
+    let redis_pool = pools.pool("redis", "cache", Arc::clone(&redis)).unwrap();
+    let db_pool = pools
+        .pool("database", "hasivu", Arc::new(Counting::default()))
+        .unwrap();
     for _ in 0..5 {
         assert!(redis_pool.get().await.is_err());
     }
@@ -605,4 +607,175 @@ async fn broken_idle_connections_are_never_handed_out() {
     let status = pool.status();
     assert_eq!(status.creates, 2);
     assert_eq!(status.closes.broken, 2);
+}
+
+/// Connections are numbers; `is_broken` panics while `panicking` is set.
+#[derive(Default)]
+struct PanickyCheck {
+    next: AtomicU32,
+    panicking: AtomicBool,
+}
+
+impl Manager for PanickyCheck {
+    type Connection = u32;
+    type Error = Refused;
+
+    async fn create(&self) -> Result<u32, Refused> {
+        Ok(self.next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    async fn validate(&self, _conn: &mut u32) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    fn is_broken(&self, _conn: &u32) -> bool {
+        assert!(
+            !self.panicking.load(Ordering::SeqCst),
+            "is_broken panics (a bug in a manager)"
+        );
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_is_broken_retires_the_connection_instead_of_leaking_it() {
+    let pool = Pool::builder(Arc::new(PanickyCheck::default()))
+        .config(quiet().max_size(1).acquire_timeout(Duration::from_secs(1)))
+        .build();
+    drop(pool.get().await.unwrap());
+    pool.manager().panicking.store(true, Ordering::SeqCst);
+    // On checkout: the idle connection counts as broken and a new one is
+    // made; on return: the connection is retired.
+    let got = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|c| *c) }
+    })
+    .await;
+    assert!(
+        matches!(got, Ok(Ok(1))),
+        "a fresh connection instead of the panic: {got:?}"
+    );
+    let status = pool.status();
+    assert_eq!(status.size, 0, "both retired: {status:?}");
+    assert_eq!(status.closes.broken, 2, "{status:?}");
+    pool.manager().panicking.store(false, Ordering::SeqCst);
+    assert_eq!(*pool.get().await.unwrap(), 2, "the pool serves on");
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_waiters_get_the_probe_before_a_newcomer() {
+    let manager = Arc::new(Counting::default());
+    // Built outside a runtime, the pool has no background task: who gets
+    // the probe is decided by the callers' order alone.
+    let pool = std::thread::spawn({
+        let manager = Arc::clone(&manager);
+        move || {
+            Pool::builder(manager)
+                .config(
+                    quiet()
+                        .max_size(2)
+                        .breaker_threshold(1)
+                        .retry_initial(Duration::from_millis(100))
+                        .retry_max(Duration::from_millis(100))
+                        .acquire_timeout(Duration::from_secs(10)),
+                )
+                .build()
+        }
+    })
+    .join()
+    .unwrap();
+    let a = pool.get().await.unwrap();
+    let mut b = pool.get().await.unwrap();
+    let waiter = |pool: &Pool<Arc<Counting>>| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| *c) })
+    };
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let w1 = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let w2 = tokio::spawn({
+        let (pool, order) = (pool.clone(), Arc::clone(&order));
+        async move {
+            let conn = pool.get().await;
+            order.lock().unwrap().push("w2");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            conn.map(|c| *c)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // W1 gets B's slot and fails: the breaker opens, W2 stays queued.
+    manager.failing.store(true, Ordering::SeqCst);
+    b.mark_broken();
+    drop(b);
+    assert!(matches!(w1.await.unwrap(), Err(PoolError::Backend(_))));
+    manager.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The probe is due. A newcomer arrives before anyone else asks: the
+    // probe goes to W2, who has waited longest; the newcomer queues
+    // behind it.
+    let newcomer = pool.get().await.map(|c| *c);
+    order.lock().unwrap().push("newcomer");
+    assert!(newcomer.is_ok(), "{newcomer:?}");
+    assert!(w2.await.unwrap().is_ok());
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["w2", "newcomer"],
+        "the waiter queued first is served first"
+    );
+    drop(a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_percentiles_count_timeouts_and_failures_too() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(100)),
+    );
+    let held = pool.get().await.unwrap();
+    assert!(matches!(pool.get().await, Err(PoolError::Timeout { .. })));
+    let wait = pool.status().wait;
+    assert_eq!(wait.count, 2, "the timeout is counted: {wait:?}");
+    assert!(
+        wait.max >= Duration::from_millis(100),
+        "the longest wait is the timeout's: {wait:?}"
+    );
+    assert!(wait.p99 >= Duration::from_millis(100), "{wait:?}");
+    // A failed creation is an acquire that ended too.
+    let mut held = held;
+    held.mark_broken();
+    drop(held);
+    manager.failing.store(true, Ordering::SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::Backend(_))));
+    assert_eq!(pool.status().wait.count, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manager_type_mismatch_is_an_error_and_leaves_the_pool_manager_usable() {
+    let pools = hasivu_pool::PoolManager::new();
+    let counting = pools
+        .pool("database", "main", Arc::new(Counting::default()))
+        .unwrap();
+    let mismatch = pools.pool("database", "main", Arc::new(PanickyCheck::default()));
+    match mismatch {
+        Err(hasivu_pool::PoolManagerError::ManagerMismatch {
+            kind,
+            key,
+            requested,
+        }) => {
+            assert_eq!((kind.as_str(), key.as_str()), ("database", "main"));
+            assert!(requested.contains("PanickyCheck"), "{requested}");
+        }
+        other => panic!("expected a mismatch: {other:?}"),
+    }
+    // Every later call still works, and the registered pool is untouched.
+    assert_eq!(pools.status().len(), 1);
+    let again = pools.get::<Arc<Counting>>("database", "main").unwrap();
+    drop(again.get().await.unwrap());
+    assert_eq!(counting.status().creates, 1);
+    assert!(
+        pools
+            .pool("database", "main", Arc::new(Counting::default()))
+            .is_ok()
+    );
 }

@@ -26,7 +26,11 @@ pub(crate) struct Conn<C> {
 /// What a waiter is handed: a connection, or a free slot to create one in.
 pub(crate) enum Grant<C> {
     Conn(Conn<C>),
-    Create,
+    /// A slot, counted in `size`; `probe` when this creation is the
+    /// breaker's one probe (whoever ends it, or drops it, ends the probe).
+    Create {
+        probe: bool,
+    },
     /// The breaker is open and nothing alive could come back: give up now,
     /// the next probe is due in this long.
     Unavailable(Duration),
@@ -125,7 +129,6 @@ impl<M: Manager> State<M> {
             self.last_error = error;
         }
         self.failures = self.failures.saturating_add(1);
-        self.probing = false;
         let delay = backoff::delay(base, max, self.failures - 1, 0.2, fastrand::f64());
         if threshold > 0 && self.failures >= threshold {
             self.open_until = Some(now + delay);
@@ -138,11 +141,46 @@ impl<M: Manager> State<M> {
         self.open_until.is_some_and(|until| now < until)
     }
 
+    /// Queues a caller; it learns what it is granted through the receiver.
+    pub(crate) fn enqueue(&mut self, id: u64) -> oneshot::Receiver<Handoff<M>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push_back(Waiter { id, tx });
+        rx
+    }
+
     /// Removes a waiter that gave up (timed out or was cancelled).
     pub(crate) fn forget_waiter(&mut self, id: u64) {
         if let Some(i) = self.waiters.iter().position(|w| w.id == id) {
             self.waiters.remove(i);
         }
+    }
+
+    /// Hands creation slots to queued waiters, first come first served,
+    /// while there is room and the breaker lets creations through. Returns
+    /// the breaker's refusal (the next probe is due in this long; zero
+    /// while a probe is in flight) if waiters are left for that reason.
+    pub(crate) fn serve_waiters(
+        &mut self,
+        max_size: usize,
+        now: Instant,
+        pool: &Weak<Shared<M>>,
+    ) -> Option<Duration> {
+        while !self.closed && !self.waiters.is_empty() && self.size < max_size {
+            let probe = match self.admit(now) {
+                Admit::No(retry_in) => return Some(retry_in),
+                Admit::Yes => false,
+                Admit::Probe => true,
+            };
+            self.size += 1;
+            if self.hand_off(Grant::Create { probe }, pool).is_some() {
+                // Every waiter had gone.
+                self.size -= 1;
+                if probe {
+                    self.probing = false;
+                }
+            }
+        }
+        None
     }
 
     /// Hands `grant` to the first waiter still listening; gives it back
