@@ -28,10 +28,16 @@ pub struct Closes {
 
 /// Acquire waits, summarised from a log-scale histogram (buckets double
 /// from 1 µs, so quantiles are within a factor of two).
+///
+/// Every acquire that ended counts, with the time until it ended: served,
+/// timed out (so a timeout is the longest wait of all, and p99 does not
+/// hide them), or failed with another error. Acquires whose caller was
+/// dropped before they ended are not counted. The
+/// `hasivu_pool_acquire_wait_seconds` histogram records the same waits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WaitSummary {
-    /// Acquires measured.
+    /// Acquires that ended (served or failed).
     pub count: u64,
     /// Median wait (upper bound of its bucket).
     pub p50: Duration,
@@ -68,7 +74,7 @@ pub struct PoolStatus {
     pub timeouts: u64,
     /// Closed connections by reason.
     pub closes: Closes,
-    /// Acquire waits.
+    /// Acquire waits, failed acquires included.
     pub wait: WaitSummary,
     /// Whether the circuit breaker is refusing acquires.
     pub breaker_open: bool,

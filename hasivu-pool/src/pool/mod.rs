@@ -217,8 +217,12 @@ impl<M: Manager> Pool<M> {
     /// A connection: an idle one, a new one, or the next one returned, in
     /// the order callers asked.
     ///
-    /// Cancel-safe: dropping the future gives up the caller's place and
-    /// leaks nothing (a connection already handed to it goes back).
+    /// Cancel-safe: dropping the future at any point gives up the caller's
+    /// place and leaks nothing. A connection already handed to it goes
+    /// back; a creation slot (or the breaker's probe) handed to it, or one
+    /// it was creating in, is freed; a connection it was checking is
+    /// destroyed (its state is unknown, see [`Manager::validate`]) and
+    /// counted in [`Closes::cancelled`](crate::Closes::cancelled).
     ///
     /// # Errors
     ///
