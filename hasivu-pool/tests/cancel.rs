@@ -88,6 +88,10 @@ async fn ten_requests_cancelled_while_their_connection_is_checked_leave_the_pool
         "nothing is checked out, so nothing may count as in use: {status:?}"
     );
     assert!(status.size <= 2, "{status:?}");
+    assert!(
+        status.closes.cancelled >= 2,
+        "connections whose check was cut short are closed: {status:?}"
+    );
     // The pool still serves: a caller who waits out the 300 ms check gets
     // a connection instead of a timeout.
     let conn = pool.get().await;
@@ -146,6 +150,11 @@ async fn a_panicking_check_frees_its_slot() {
     assert!(panicked.is_err_and(|e| e.is_panic()));
     let status = pool.status();
     assert_eq!(status.size, 0, "the slot came back: {status:?}");
+    assert_eq!(
+        (status.closes.broken, status.closes.cancelled),
+        (1, 0),
+        "{status:?}"
+    );
     assert_eq!(status.in_use, 0, "{status:?}");
 }
 
@@ -362,6 +371,14 @@ async fn cancelling_at_every_point_of_get_leaks_nothing() {
     drop(get);
     check_in_use("check");
     manager.check_ms.store(0, Ordering::SeqCst);
+    // A wait.
+    let held = pool.get().await.unwrap();
+    let mut get = Box::pin(pool.get());
+    assert!(poll_once(&mut get).await.is_pending());
+    assert_eq!(pool.status().waiters, 1);
+    drop(get);
+    drop(held);
+    check_in_use("wait");
     // A wait, then a connection handed to the waiter who left before
     // reading it.
     let held = pool.get().await.unwrap();
@@ -393,4 +410,67 @@ async fn cancelling_at_every_point_of_get_leaks_nothing() {
 async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
         .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_idle_for_less_than_validate_after_are_not_checked() {
+    let (pool, manager) = pool(
+        "validate-after",
+        quiet().validate_after(Duration::from_millis(100)),
+    );
+    drop(pool.get().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(99)).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(manager.checks.load(Ordering::SeqCst), 0, "fresh enough");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(
+        manager.checks.load(Ordering::SeqCst),
+        1,
+        "idle for exactly validate_after: checked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_wakes_the_upkeep_only_when_it_takes_the_pool_below_min_idle() {
+    const NAME: &str = "min-idle-wake";
+    rounds(NAME);
+    let (pool, _) = pool(
+        NAME,
+        PoolConfig::default()
+            .max_size(3)
+            .min_idle(1)
+            .leak_threshold(None)
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let idle = || pool.status().idle;
+    assert_eq!(idle(), 1, "filled at start");
+    // Taking the only idle one wakes the upkeep, which refills.
+    let start = rounds(NAME);
+    let a = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let woken = rounds(NAME) - start;
+    assert_eq!(woken, 1, "one round to refill");
+    assert_eq!(idle(), 1, "refilled");
+    // Two idle; taking one leaves min_idle: no wake-up.
+    drop(a);
+    let start = rounds(NAME);
+    let b = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(rounds(NAME) - start, 0, "min_idle still met");
+    // Full and nothing idle: a caller who has to wait wakes nobody either.
+    let c = pool.get().await.unwrap();
+    let d = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(idle(), 0);
+    let start = rounds(NAME);
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(rounds(NAME) - start, 0, "nothing to refill at max_size");
+    drop((b, c, d));
+    assert!(waiter.await.unwrap().is_ok());
 }

@@ -355,8 +355,15 @@ async fn drain_refuses_wakes_waits_and_destroys() {
     // Idle connections are destroyed at once.
     let (pool, manager) = self::pool(quiet().max_size(1));
     drop(pool.get().await.unwrap());
+    let started = tokio::time::Instant::now();
     let report = pool.drain(Duration::from_secs(1)).await;
     assert_eq!(report.destroyed_idle, 1);
+    assert_eq!(report.still_checked_out, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "nothing to wait for"
+    );
+    assert_eq!(pool.status().size, 0);
     assert_eq!(manager.live.load(Ordering::SeqCst), 0);
 }
 
@@ -778,4 +785,137 @@ async fn a_manager_type_mismatch_is_an_error_and_leaves_the_pool_manager_usable(
             .pool("database", "main", Arc::new(Counting::default()))
             .is_ok()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_reports_its_name_settings_and_status() {
+    let (pool, _) = pool(quiet().max_size(3));
+    assert_eq!(pool.name(), "test");
+    assert_eq!(pool.config().max_size, 3);
+    let conn = pool.get().await.unwrap();
+    let debug = format!("{pool:?}");
+    assert!(
+        debug.starts_with("Pool") && debug.contains("in_use: 1"),
+        "{debug}"
+    );
+    drop(conn);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetime_jitter_only_ever_shortens_a_lifetime_by_its_share() {
+    // The pool's jitter draws from this thread's generator.
+    fastrand::seed(7);
+    let (pool, _) = pool(
+        quiet()
+            .max_size(20)
+            .max_lifetime(Duration::from_secs(600))
+            .lifetime_jitter(0.5)
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    let all: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    drop(all);
+    // Every connection lives at least half its lifetime.
+    tokio::time::sleep(Duration::from_secs(290)).await;
+    let again: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    let status = pool.status();
+    assert_eq!(status.closes.lifetime, 0, "{status:?}");
+    assert_eq!(status.creates, 20, "all reused: {status:?}");
+    drop(again);
+    // And none lives longer than the whole of it.
+    tokio::time::sleep(Duration::from_secs(311)).await;
+    let again: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    assert_eq!(pool.status().closes.lifetime, 20);
+    drop(again);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_found_too_old_at_checkout_frees_its_slot() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .max_lifetime(Duration::from_secs(10))
+            .lifetime_jitter(0.0)
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    drop(pool.get().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(*pool.get().await.unwrap(), 1, "a fresh one");
+    let status = pool.status();
+    assert_eq!(status.size, 1, "{status:?}");
+    assert_eq!(status.closes.lifetime, 1, "{status:?}");
+    tokio::task::yield_now().await;
+    assert_eq!(manager.live.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_use_limit_a_connection_is_reused_indefinitely() {
+    let (pool, _) = pool(quiet().max_size(1).max_uses(0));
+    for _ in 0..5 {
+        assert_eq!(*pool.get().await.unwrap(), 0);
+    }
+    assert_eq!(pool.status().closes.uses, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_acquire_timeout_cuts_a_slow_creation_short_and_says_so() {
+    // The acquire timeout is the shorter: the caller's `Timeout`.
+    let (pool, manager) = pool(
+        quiet()
+            .acquire_timeout(Duration::from_millis(100))
+            .create_timeout(Duration::from_secs(5)),
+    );
+    manager.create_delay_ms.store(10_000, Ordering::SeqCst);
+    let outcome = pool.get().await;
+    assert!(
+        matches!(outcome, Err(PoolError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(pool.status().timeouts, 1);
+    // The create timeout is the shorter, or equal: `CreateTimeout`.
+    for create_ms in [100, 50] {
+        let (pool, manager) = self::pool(
+            quiet()
+                .acquire_timeout(Duration::from_millis(100))
+                .create_timeout(Duration::from_millis(create_ms)),
+        );
+        manager.create_delay_ms.store(10_000, Ordering::SeqCst);
+        let outcome = pool.get().await;
+        assert!(
+            matches!(outcome, Err(PoolError::CreateTimeout(t)) if t == Duration::from_millis(create_ms)),
+            "create timeout {create_ms} ms: {outcome:?}"
+        );
+        assert_eq!(pool.status().timeouts, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_counts_waiters_and_creations_apart_from_connections_in_use() {
+    let (pool, manager) = pool(quiet().max_size(2));
+    let held = pool.get().await.unwrap();
+    manager.create_delay_ms.store(50, Ordering::SeqCst);
+    let creating = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(|_| ()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.creating, status.in_use, status.idle),
+        (2, 1, 1, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.waiters, 2, "{status:?}");
+    drop(held);
+    assert!(creating.await.unwrap().is_ok());
+    for waiter in waiting {
+        assert!(waiter.await.unwrap().is_ok());
+    }
+    assert_eq!(pool.status().waiters, 0);
 }

@@ -724,7 +724,8 @@ impl<M: Manager> Shared<M> {
             idle,
             in_use: state.size.saturating_sub(idle + state.creating),
             creating: state.creating,
-            waiters: state.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+            // A waiter that gives up takes itself out of the queue at once.
+            waiters: state.waiters.len(),
             creates: self.counters.creates.load(Ordering::Relaxed),
             create_failures: self.counters.create_failures.load(Ordering::Relaxed),
             timeouts: self.counters.timeouts.load(Ordering::Relaxed),
