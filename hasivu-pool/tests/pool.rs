@@ -919,3 +919,42 @@ async fn status_counts_waiters_and_creations_apart_from_connections_in_use() {
     }
     assert_eq!(pool.status().waiters, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_breaker_open_and_nothing_alive_every_waiter_learns_at_once() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .breaker_threshold(1)
+            .retry_initial(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30)),
+    );
+    let mut only = pool.get().await.unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                (pool.get().await.map(|_| ()), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    manager.failing.store(true, Ordering::SeqCst);
+    only.mark_broken();
+    drop(only);
+    // The first waiter gets the slot and fails; the others are told the
+    // backend is unavailable at once, not at their 30 s timeout.
+    let mut waiters = waiters.into_iter();
+    let (first, _) = waiters.next().unwrap().await.unwrap();
+    assert!(matches!(first, Err(PoolError::Backend(_))), "{first:?}");
+    for waiter in waiters {
+        let (outcome, waited) = waiter.await.unwrap();
+        assert!(
+            matches!(outcome, Err(PoolError::Unavailable { .. })),
+            "{outcome:?}"
+        );
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+    }
+    assert_eq!(pool.status().waiters, 0);
+}
