@@ -370,9 +370,10 @@ impl<M: Manager> Shared<M> {
                         Step::Ready(conn)
                     }
                     Some(conn) => Step::Idle(conn),
-                    None if state.size < self.config.max_size => {
+                    None => {
                         // Callers queued while the breaker held creations
-                        // back are served before this newcomer.
+                        // back are served before this newcomer (with the
+                        // pool full, nobody is).
                         match state.serve_waiters(self.config.max_size, now, &self.me) {
                             Some(retry_in) => Step::Refused(retry_in),
                             None if state.size < self.config.max_size => match state.admit(now) {
@@ -390,10 +391,6 @@ impl<M: Manager> Shared<M> {
                                 Step::Wait(id, state.enqueue(id))
                             }
                         }
-                    }
-                    None => {
-                        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                        Step::Wait(id, state.enqueue(id))
                     }
                 }
             };
