@@ -646,27 +646,35 @@ impl Manager for PanickyCheck {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_is_broken_retires_the_connection_instead_of_leaking_it() {
-    let pool = Pool::builder(Arc::new(PanickyCheck::default()))
-        .config(quiet().max_size(1).acquire_timeout(Duration::from_secs(1)))
-        .build();
-    drop(pool.get().await.unwrap());
-    pool.manager().panicking.store(true, Ordering::SeqCst);
-    // On checkout: the idle connection counts as broken and a new one is
-    // made; on return: the connection is retired.
-    let got = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|c| *c) }
-    })
-    .await;
-    assert!(
-        matches!(got, Ok(Ok(1))),
-        "a fresh connection instead of the panic: {got:?}"
-    );
-    let status = pool.status();
-    assert_eq!(status.size, 0, "both retired: {status:?}");
-    assert_eq!(status.closes.broken, 2, "{status:?}");
-    pool.manager().panicking.store(false, Ordering::SeqCst);
-    assert_eq!(*pool.get().await.unwrap(), 2, "the pool serves on");
+    // Fresh idle connections, and ones due for a check (which would pass).
+    for validate_after in [Duration::from_secs(60), Duration::ZERO] {
+        let pool = Pool::builder(Arc::new(PanickyCheck::default()))
+            .config(
+                quiet()
+                    .max_size(1)
+                    .validate_after(validate_after)
+                    .acquire_timeout(Duration::from_secs(1)),
+            )
+            .build();
+        drop(pool.get().await.unwrap());
+        pool.manager().panicking.store(true, Ordering::SeqCst);
+        // On checkout: the idle connection counts as broken and a new one
+        // is made; on return: the connection is retired.
+        let got = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(|c| *c) }
+        })
+        .await;
+        assert!(
+            matches!(got, Ok(Ok(1))),
+            "a fresh connection instead of the panic ({validate_after:?}): {got:?}"
+        );
+        let status = pool.status();
+        assert_eq!(status.size, 0, "both retired: {status:?}");
+        assert_eq!(status.closes.broken, 2, "{status:?}");
+        pool.manager().panicking.store(false, Ordering::SeqCst);
+        assert_eq!(*pool.get().await.unwrap(), 2, "the pool serves on");
+    }
 }
 
 #[tokio::test(start_paused = true)]
