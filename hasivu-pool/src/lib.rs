@@ -71,7 +71,7 @@ mod registry;
 mod status;
 
 pub use config::PoolConfig;
-pub use error::PoolError;
+pub use error::{PoolError, PoolManagerError};
 pub use manager::Manager;
 pub use pool::{Pool, PoolBuilder, Pooled};
 pub use registry::{PoolEntry, PoolManager};

@@ -198,14 +198,14 @@ impl AppState {
             );
         let db = match &config.database_url {
             Some(url) => {
-                Db::Postgres(pools.pool("database", "postgres", PostgresManager::from_url(url)?))
+                Db::Postgres(pools.pool("database", "postgres", PostgresManager::from_url(url)?)?)
             }
             None => {
                 let manager = match &config.sqlite_path {
                     Some(path) => SqliteManager::new(path),
                     None => SqliteManager::memory(&format!("hasivu-{}", next_id())),
                 };
-                Db::Sqlite(pools.pool("database", "sqlite", manager))
+                Db::Sqlite(pools.pool("database", "sqlite", manager)?)
             }
         };
         // Demo accounts share a published password: only where wanted.
@@ -222,7 +222,7 @@ impl AppState {
         seed::announce(db.kind(), config.seeds_demo(), seeded, persistent);
 
         let redis = match &config.redis_url {
-            Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)),
+            Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)?),
             None => None,
         };
         let mut cache = Cache::builder()
