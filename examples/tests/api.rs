@@ -368,7 +368,7 @@ async fn the_regression_history_survives_a_restart(backend: Backend) {
         .regressions
         .lock()
         .unwrap()
-        .record_analytics(&app.state.analytics, now);
+        .flush_analytics(&app.state.analytics, now);
     // A graceful stop saves the history (a file on SQLite, Redis otherwise).
     app.stop().await;
 

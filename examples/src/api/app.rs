@@ -371,11 +371,15 @@ impl AppState {
     /// Saves the regression history where [`history`](Self::history)
     /// says (at shutdown, and every 5 minutes); a failure is logged.
     pub async fn save_history(&self) {
-        let history = self
-            .regressions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .history();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let history = {
+            let mut detector = self.regressions.lock().unwrap_or_else(|p| p.into_inner());
+            // The minute in progress too, so a restart loses none.
+            detector.flush_analytics(&self.analytics, now);
+            detector.history()
+        };
         let routes = history.routes.len();
         match self.history.save(history).await {
             Ok(()) => tracing::info!(
