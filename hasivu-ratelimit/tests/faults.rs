@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use hasivu_ratelimit::{
-    Decision, FailPolicy, LeaseConfig, Limiter, Quota, RedisStore, Source,
+    Decision, FailPolicy, LeaseConfig, Limiter, Quota, RedisMemory, RedisStore, Source,
     http::PeerAddr,
     shield::{Blocklist, InspectedBody, RedisBlocklist, ShieldLayer, Strikes},
 };
@@ -247,20 +247,25 @@ async fn two_hundred_at_once(limiter: &Limiter<RedisStore>, same_key: bool) -> D
 async fn two_hundred_concurrent_checks_during_a_stall_stay_within_the_budget() {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());
-    let limiter = proxied(&proxy, "crowd:", FailPolicy::Local);
-    until_counted_in_redis(&limiter, "first connection").await;
+    // Two instances, so each crowd meets a closed breaker.
+    let many = proxied(&proxy, "crowd:", FailPolicy::Local);
+    let one = proxied(&proxy, "crowd:", FailPolicy::Local);
+    until_counted_in_redis(&many, "first connection").await;
+    until_counted_in_redis(&one, "first connection").await;
 
     proxy.stall();
-    let slowest = two_hundred_at_once(&limiter, false).await;
+    let slowest = two_hundred_at_once(&many, false).await;
     eprintln!("200 concurrent checks, 200 keys: slowest {slowest:?}");
     assert!(slowest <= BUDGET, "a check took {slowest:?}");
-    let slowest = two_hundred_at_once(&limiter, true).await;
+    let slowest = two_hundred_at_once(&one, true).await;
     eprintln!("200 concurrent checks, one key: slowest {slowest:?}");
     assert!(slowest <= BUDGET, "a check took {slowest:?}");
 
     proxy.heal();
-    let recovered = until_counted_in_redis(&limiter, "after the stall").await;
-    eprintln!("200 concurrent checks: counted in Redis again {recovered:?} after healing");
+    for limiter in [&many, &one] {
+        let recovered = until_counted_in_redis(limiter, "after the stall").await;
+        eprintln!("200 concurrent checks: counted in Redis again {recovered:?} after healing");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,16 +294,69 @@ async fn two_hundred_concurrent_leased_checks_of_one_key_during_a_stall_stay_wit
     eprintln!("200 concurrent leased checks: counted in Redis again {recovered:?} after healing");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_signal_reads_again_after_a_half_open_connection() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr());
+    let memory = RedisMemory::builder(proxy.redis_url())
+        .capacity(1 << 30)
+        .timeout(TIMEOUT)
+        .every(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    // Samples until Redis answers (a load above 0); each sample bounded.
+    let until_read = |what: &'static str| {
+        let memory = memory.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let sample = Instant::now();
+                let load = memory.refresh().await;
+                assert!(
+                    sample.elapsed() <= BUDGET,
+                    "{what}: a sample took {:?}",
+                    sample.elapsed()
+                );
+                if load > 0.0 {
+                    return started.elapsed();
+                }
+                assert!(
+                    started.elapsed() < RECOVERY,
+                    "{what}: the signal still reads 0 after {RECOVERY:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until_read("first connection").await;
+
+    proxy.half_open();
+    let started = Instant::now();
+    assert_eq!(memory.refresh().await, 0.0, "unreachable reads 0");
+    let took = started.elapsed();
+    eprintln!("memory signal, half-open: sample took {took:?}");
+    assert!(took <= BUDGET, "a sample took {took:?}");
+
+    proxy.heal();
+    let recovered = until_read("after the half-open connection").await;
+    eprintln!("memory signal, half-open: reads again {recovered:?} after healing");
+}
+
 // The shield's blocklist.
 
-async fn ok(request: Request<InspectedBody<Full<Bytes>>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn ok(
+    request: Request<InspectedBody<Full<Bytes>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let _ = request;
     Ok(Response::new(Full::new(Bytes::new())))
 }
 
 fn request(peer: IpAddr, uri: &str) -> Request<Full<Bytes>> {
     let mut r = Request::get(uri)
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        )
         .body(Full::new(Bytes::new()))
         .unwrap();
     r.extensions_mut().insert(PeerAddr((peer, 40_000).into()));
@@ -352,7 +410,11 @@ async fn through_the_fault(list: &RedisBlocklist) -> Duration {
     let mut slowest = Duration::ZERO;
     for i in 1..=30u8 {
         let started = Instant::now();
-        let answer = shield.clone().oneshot(request(peer(i), "/menu")).await.unwrap();
+        let answer = shield
+            .clone()
+            .oneshot(request(peer(i), "/menu"))
+            .await
+            .unwrap();
         slowest = slowest.max(started.elapsed());
         assert_eq!(answer.status(), StatusCode::OK, "refused because of Redis");
 

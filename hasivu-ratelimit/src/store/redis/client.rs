@@ -4,7 +4,10 @@
 
 use std::{
     future::Future,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -67,33 +70,106 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// Connects lazily to one server: building succeeds while Redis is down,
-/// and calls fail (feeding the breaker) until it is back.
-pub(super) fn single(url: &str, timeout: Duration) -> Result<Connection, Error> {
-    manager(url, timeout).map(Connection::Single)
+/// Makes connections: the first one, and a fresh one each time the
+/// current one is given up.
+#[derive(Clone)]
+pub(super) enum Connector {
+    Single(redis::Client, ConnectionManagerConfig),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterConfig),
 }
 
-/// A lazily connecting manager for one server.
-pub(super) fn manager(url: &str, timeout: Duration) -> Result<ConnectionManager, Error> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(CONNECT_RETRIES)
-        .set_max_delay(timeout);
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+impl Connector {
+    /// Connects lazily to one server: building succeeds while Redis is
+    /// down, and calls fail (feeding the breaker) until it is back.
+    pub(super) fn single(url: &str, timeout: Duration) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_max_delay(timeout);
+        Ok(Connector::Single(client, config))
+    }
+
+    /// Connects lazily to a Redis Cluster reached through any of `urls`.
+    #[cfg(feature = "cluster")]
+    pub(super) fn cluster(urls: &[String], timeout: Duration) -> Result<Self, Error> {
+        let client = redis::cluster::ClusterClient::new(urls.iter().map(String::as_str))?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        Ok(Connector::Cluster(client, config))
+    }
+
+    /// A new connection, made in the background on first use.
+    fn connect(&self) -> Result<Connection, Error> {
+        Ok(match self {
+            Connector::Single(client, config) => Connection::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+            ),
+            #[cfg(feature = "cluster")]
+            Connector::Cluster(client, config) => {
+                Connection::Cluster(client.get_pending_async_connection_with_config(config.clone()))
+            }
+        })
+    }
 }
 
-/// Connects lazily to a Redis Cluster reached through any of `urls`.
-#[cfg(feature = "cluster")]
-pub(super) fn cluster(urls: &[String], timeout: Duration) -> Result<Connection, Error> {
-    let client = redis::cluster::ClusterClient::new(urls.iter().map(String::as_str))?;
-    let config = redis::cluster::ClusterConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(timeout);
-    Ok(Connection::Cluster(
-        client.get_pending_async_connection_with_config(config),
-    ))
+/// The connection in use, replaceable.
+///
+/// The `redis` client reconnects when a connection closes or errors, but
+/// not when one simply stops answering: a peer gone without a FIN or an RST
+/// (a half-open TCP connection, a NAT or firewall that dropped the flow)
+/// leaves every command on it to time out, forever. So the owner gives a
+/// connection up after timeouts ([`replace`](Self::replace)) and the next
+/// call connects afresh. Calls under way keep their clone of the old one.
+pub(super) struct Link {
+    connector: Connector,
+    /// The generation of the connection (bumped by each replacement) and
+    /// the connection.
+    current: Mutex<(u64, Connection)>,
+}
+
+impl Link {
+    /// A link whose first connection is made on first use.
+    pub(super) fn new(connector: Connector) -> Result<Self, Error> {
+        let conn = connector.connect()?;
+        Ok(Self {
+            connector,
+            current: Mutex::new((0, conn)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (u64, Connection)> {
+        // Every update is one assignment: a poisoned lock holds a valid value.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection in use and its generation.
+    pub(super) fn get(&self) -> (u64, Connection) {
+        let current = self.lock();
+        (current.0, current.1.clone())
+    }
+
+    /// Gives up the connection of `generation` for a new one, unless it
+    /// was already replaced (concurrent calls that timed out on the same
+    /// connection replace it once). Whether it was replaced.
+    pub(super) fn replace(&self, generation: u64) -> bool {
+        let mut current = self.lock();
+        if current.0 != generation {
+            return false;
+        }
+        match self.connector.connect() {
+            Ok(conn) => {
+                *current = (generation.wrapping_add(1), conn);
+                true
+            }
+            // Only a configuration error, which the first connection would
+            // have met already: keep the one we have.
+            Err(_) => false,
+        }
+    }
 }
 
 /// Why a call did not produce a reply.
@@ -109,7 +185,7 @@ pub(super) enum CallError {
 
 /// The connection with its breaker, timeout and metrics.
 pub(super) struct Client {
-    conn: Connection,
+    link: Link,
     timeout: Duration,
     breaker: Breaker,
     latency: Histogram,
@@ -122,10 +198,10 @@ pub(super) struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let conn = match self.conn {
-            Connection::Single(_) => "single",
+        let conn = match self.link.connector {
+            Connector::Single(..) => "single",
             #[cfg(feature = "cluster")]
-            Connection::Cluster(_) => "cluster",
+            Connector::Cluster(..) => "cluster",
         };
         f.debug_struct("Client")
             .field("conn", &conn)
@@ -136,10 +212,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    pub(super) fn new(conn: Connection, timeout: Duration, breaker: Breaker) -> Self {
+    pub(super) fn new(link: Link, timeout: Duration, breaker: Breaker) -> Self {
         let errors = |kind: &'static str| metrics::counter!("hasivu_ratelimit_redis_errors_total", "kind" => kind);
         Self {
-            conn,
+            link,
             timeout,
             breaker,
             latency: metrics::histogram!("hasivu_ratelimit_redis_seconds"),
@@ -184,8 +260,9 @@ impl Client {
             return Err(CallError::Unavailable);
         }
         let guard = Abandon(Some(&self.breaker));
+        let (generation, conn) = self.link.get();
         let started = tokio::time::Instant::now();
-        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        let result = tokio::time::timeout(self.timeout, f(conn)).await;
         guard.defuse();
         self.latency.record(started.elapsed().as_secs_f64());
         match result {
@@ -201,11 +278,11 @@ impl Client {
             }
             // The connection's own response timeout (the same duration) may
             // fire first; report it like ours.
-            Ok(Err(error)) if error.is_timeout() => Err(self.timed_out(op)),
-            Err(_elapsed) => Err(self.timed_out(op)),
+            Ok(Err(error)) if error.is_timeout() => Err(self.timed_out(op, generation)),
+            Err(_elapsed) => Err(self.timed_out(op, generation)),
             Ok(Err(error)) => {
                 if is_outage(&error) {
-                    self.breaker.failure();
+                    self.failed(generation);
                     self.connection_errors.increment(1);
                 } else {
                     // Redis answered, so it is reachable: an error reply says
@@ -221,8 +298,20 @@ impl Client {
         }
     }
 
-    fn timed_out(&self, op: &'static str) -> CallError {
+    /// Counts a failed call on the connection of `generation`. When that
+    /// opens the breaker, the connection is given up: one that stopped
+    /// answering without closing would otherwise fail every probe, and
+    /// Redis would never be used again. The probe after the open period
+    /// connects afresh.
+    fn failed(&self, generation: u64) {
         self.breaker.failure();
+        if self.breaker.state() == BreakerState::Open && self.link.replace(generation) {
+            tracing::debug!("redis connection replaced after repeated failures");
+        }
+    }
+
+    fn timed_out(&self, op: &'static str, generation: u64) -> CallError {
+        self.failed(generation);
         self.timeouts.increment(1);
         if let Some(suppressed) = self.log.ready() {
             tracing::warn!(op, timeout = ?self.timeout, suppressed, "redis call timed out");

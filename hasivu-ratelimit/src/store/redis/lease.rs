@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, Hasher, RandomState},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -174,6 +177,10 @@ pub(super) struct Slot {
     /// Serialises takes from Redis for this key, so an instance holds at
     /// most one batch's leftover at a time.
     pub(super) refill: tokio::sync::Mutex<()>,
+    /// Takes for this key that failed (Redis slow or down), so the checks
+    /// queued behind one apply the fail policy instead of waiting for a
+    /// timeout each.
+    failed_takes: AtomicU64,
 }
 
 /// Units held, and what Redis said when they were taken.
@@ -220,6 +227,16 @@ impl Slot {
         let held = lock(&self.state);
         (held.tokens > 0 && held.expires.is_some_and(|e| e > now))
             || held.blocked.is_some_and(|b| b.until > now)
+    }
+
+    /// How many takes for this key failed so far.
+    pub(super) fn failed_takes(&self) -> u64 {
+        self.failed_takes.load(Ordering::Acquire)
+    }
+
+    /// A take for this key failed.
+    pub(super) fn take_failed(&self) {
+        self.failed_takes.fetch_add(1, Ordering::Release);
     }
 
     /// Decides locally when it can: spends held units, or refuses while

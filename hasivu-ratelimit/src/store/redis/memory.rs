@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use redis::aio::ConnectionManager;
-
-use super::client;
+use super::client::{Connector, Link};
 use crate::{Error, LoadSignal};
 
 /// Redis memory use between 0 and 1, as a [`LoadSignal`]: `used_memory /
@@ -45,7 +43,7 @@ pub struct RedisMemory {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    link: Link,
     capacity: Option<u64>,
     timeout: Duration,
     load: AtomicU64,
@@ -123,10 +121,10 @@ impl RedisMemoryBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime("RedisMemoryBuilder::build"));
         }
-        let conn = client::manager(&self.url, self.timeout)?;
+        let link = Link::new(Connector::single(&self.url, self.timeout)?)?;
         let memory = RedisMemory {
             inner: Arc::new(Inner {
-                conn,
+                link,
                 capacity: self.capacity,
                 timeout: self.timeout,
                 load: AtomicU64::new(0f64.to_bits()),
@@ -159,7 +157,7 @@ impl LoadSignal for RedisMemory {
 
 impl Inner {
     async fn sample(&self) -> f64 {
-        let mut conn = self.conn.clone();
+        let (generation, mut conn) = self.link.get();
         let info = tokio::time::timeout(
             self.timeout,
             redis::cmd("INFO")
@@ -191,10 +189,17 @@ impl Inner {
                 }
             }
             Ok(Err(error)) => {
+                if error.is_timeout() {
+                    // A connection that stopped answering without closing
+                    // is never remade by the client: the next sample
+                    // connects afresh.
+                    self.link.replace(generation);
+                }
                 self.down(&error);
                 0.0
             }
             Err(_elapsed) => {
+                self.link.replace(generation);
                 self.down(&format!("no answer within {:?}", self.timeout));
                 0.0
             }

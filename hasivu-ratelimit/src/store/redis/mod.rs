@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use redis::Script;
 
 use self::{
-    client::{CallError, Client},
+    client::{CallError, Client, Connector, Link},
     lease::Leases,
     scripts::Outcome,
 };
@@ -194,11 +194,12 @@ pub enum FailPolicy {
 /// # When Redis is slow or down
 ///
 /// Every call is bounded by a timeout (default 50 ms: a limiter must not add
-/// much latency) and guarded by a circuit breaker: after `failures`
-/// consecutive failed calls (default 5) Redis is not called for `open_for`
-/// (default 1 s), then one probe call decides. While the breaker is open,
-/// checks answer at once. When a call fails, the [`FailPolicy`] decides and
-/// the [`Source`] of the verdict says which way:
+/// much latency), so a check waits for Redis at most that long (twice with
+/// [leases](#token-leases)), and guarded by a circuit breaker: after
+/// `failures` consecutive failed calls (default 5) Redis is not called for
+/// `open_for` (default 1 s), then one probe call decides. While the breaker
+/// is open, checks answer at once. When a call fails, the [`FailPolicy`]
+/// decides and the [`Source`] of the verdict says which way:
 ///
 /// | Policy | Verdict | Source |
 /// |---|---|---|
@@ -212,6 +213,19 @@ pub enum FailPolicy {
 /// answers again, shared counting resumes by itself: the probe closes the
 /// breaker and the connection reconnects in the background. A call that
 /// timed out may still have been counted in Redis.
+///
+/// When the breaker opens, the store also gives its connection up and the
+/// probe connects afresh. The `redis` client remakes a connection that
+/// closes or fails, but not one that merely stopped answering (a peer, NAT
+/// or firewall gone without a FIN or RST: a half-open TCP connection),
+/// whose commands would otherwise time out for ever.
+///
+/// In this crate's tests, with Redis behind a proxy that stalls traffic,
+/// half-opens or resets connections (50 ms timeout, the default breaker),
+/// every decision took at most about 55 ms while the fault lasted (up to
+/// 70 ms for 200 concurrent checks on a loaded two-core machine), and
+/// checks were counted in Redis again about 1 s (the open period) after
+/// the network healed, within 30 ms of a reset.
 ///
 /// Metrics: `hasivu_ratelimit_redis_errors_total{kind}` (`unavailable`:
 /// breaker open; `timeout`; `connection`; `reply`: an error or unexpected
@@ -243,6 +257,12 @@ pub enum FailPolicy {
 /// verdict are Redis's figures at the take, minus what was spent since.
 /// Units held when Redis fails are still spent; the fail policy decides
 /// once they run out.
+///
+/// Checks of one key that find no units queue for one take at a time. Each
+/// waits at most the timeout for its turn, and when the take it waited for
+/// failed it applies the fail policy at once instead of trying again: a
+/// stalled Redis costs a crowd of checks one timeout, not one each. So a
+/// leased check waits for Redis at most twice the timeout.
 ///
 /// Measured in this crate's tests, sliding log, batches of 10:
 ///
@@ -477,10 +497,22 @@ impl RedisStore {
         if let Some(verdict) = slot.spend(quota, cost) {
             return (verdict, Source::Lease);
         }
-        let _refill = slot.refill.lock().await;
+        // Checks of one key queue here behind one take at a time. A check
+        // waits at most the timeout for its turn, and gives up at once when
+        // a take failed while it waited: a stalled Redis must not cost each
+        // queued check a timeout of its own.
+        let failed_takes = slot.failed_takes();
+        let Ok(_refill) =
+            tokio::time::timeout(self.inner.client.timeout(), slot.refill.lock()).await
+        else {
+            return self.fail(key, quota, cost);
+        };
         // Another check may have refilled the lease while this one waited.
         if let Some(verdict) = slot.spend(quota, cost) {
             return (verdict, Source::Lease);
+        }
+        if slot.failed_takes() != failed_takes {
+            return self.fail(key, quota, cost);
         }
         let limit = quota.limit();
         let taken = slot.take_held(quota);
@@ -517,6 +549,7 @@ impl RedisStore {
                 (self.verdict(quota, outcome), Source::Redis)
             }
             Err(_) => {
+                slot.take_failed();
                 slot.give_back(quota, taken, None);
                 self.fail(key, quota, cost)
             }
@@ -603,10 +636,10 @@ impl RedisStoreBuilder {
         if !keys::valid_prefix(&self.prefix) {
             return Err(Error::InvalidPrefix(self.prefix));
         }
-        let conn = match &self.target {
-            Target::Single(url) => client::single(url, self.timeout)?,
+        let connector = match &self.target {
+            Target::Single(url) => Connector::single(url, self.timeout)?,
             #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => client::cluster(urls, self.timeout)?,
+            Target::Cluster(urls) => Connector::cluster(urls, self.timeout)?,
         };
         let (failures, open_for) = self.breaker;
         let script = match self.algorithm {
@@ -615,7 +648,11 @@ impl RedisStoreBuilder {
         };
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client: Client::new(conn, self.timeout, Breaker::new(failures, open_for)),
+                client: Client::new(
+                    Link::new(connector)?,
+                    self.timeout,
+                    Breaker::new(failures, open_for),
+                ),
                 prefix: self.prefix.into(),
                 algorithm: self.algorithm,
                 policy: self.policy,
