@@ -123,3 +123,43 @@ fn a_half_open_connection_makes_saves_and_loads_quick_errors_and_they_work_after
     let recovered = until_it_works(&store, &history(12.0), "after the half-open connection");
     eprintln!("history store, half-open: works again {recovered:?} after healing");
 }
+
+#[test]
+fn a_slow_link_cannot_stretch_a_call_past_the_timeout() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr());
+    let store = RedisHistoryStore::new(&proxy.redis_url(), "app:regression-history")
+        .unwrap()
+        .timeout(TIMEOUT);
+    // About 300 KB of JSON: routes with a long history each.
+    let mut big = History::default();
+    for route in 0..6 {
+        let points = (0..500)
+            .map(|minute| Point {
+                start_secs: 1_795_000_000 + minute * 60,
+                requests: 100 + minute,
+                errors: 1,
+                p95_ms: 12.5 + minute as f64 / 7.0,
+                version: 0,
+            })
+            .collect();
+        big.routes.insert(format!("GET /route/{route}"), points);
+    }
+    until_it_works(&store, &history(10.0), "first connection");
+
+    // Every chunk crosses the link 300 ms late, well within the timeout:
+    // the handshake, the 300 KB and the reply each wait a while, and
+    // together they outlast the timeout.
+    proxy.latency(Duration::from_millis(300));
+    let (saving, took) = timed(|| store.save(&big));
+    eprintln!("history store, slow link: a 300 KB save returned after {took:?}");
+    assert!(took <= BOUND, "a save took {took:?}");
+    assert!(
+        matches!(saving, Err(Error::HistoryRedis { .. })),
+        "{saving:?}"
+    );
+
+    proxy.heal();
+    let recovered = until_it_works(&store, &big, "after the slow link");
+    eprintln!("history store, slow link: works again {recovered:?} after healing");
+}

@@ -1,16 +1,22 @@
 //! History in one Redis key (feature `redis`).
 
-use std::time::Duration;
+use std::{sync::mpsc, time::Duration};
 
 use super::history::{History, HistoryStore};
 use crate::error::Error;
 
 /// History as JSON in one Redis key, so that every instance of a service
 /// loads the same history and a new instance starts with it; the last save
-/// wins. Each call opens its own short-lived synchronous connection with a
-/// timeout (default 2 s) and blocks: from async code run it in
-/// `spawn_blocking`. A Redis that is down is an [`Error::HistoryRedis`],
-/// never a hang.
+/// wins. Each call opens its own short-lived synchronous connection and
+/// blocks: from async code run it in `spawn_blocking`.
+///
+/// Each call returns within its timeout (default 2 s). A Redis that is
+/// down, stalled, or behind a connection that stopped answering is an
+/// [`Error::HistoryRedis`] then, never a hang, and the next call connects
+/// afresh, so the store works again as soon as Redis does. The exchange
+/// runs on a short-lived thread of its own, left to finish by itself when
+/// the call gives up (its socket waits are bounded by the same timeout):
+/// a save reported as timed out may still land.
 ///
 /// ```no_run
 /// use hasivu_metrics::regression::{
@@ -49,7 +55,7 @@ impl RedisHistoryStore {
         })
     }
 
-    /// The connect, read and write timeout of each call (default 2 s).
+    /// How long each call may take, connecting included (default 2 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -67,6 +73,31 @@ impl RedisHistoryStore {
         }
     }
 
+    /// Runs `exchange` on a thread of its own and waits for it at most the
+    /// timeout. A handshake or a reply read in pieces waits the timeout
+    /// once per read, so the socket timeouts alone would not bound a call.
+    fn bounded<T: Send + 'static>(
+        &self,
+        exchange: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (done, outcome) = mpsc::sync_channel(1);
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("hasivu-history-redis".into())
+            .spawn(move || {
+                // The caller may have given up: nobody to tell then.
+                let _ = done.send(exchange(&store));
+            })
+            .map_err(|e| self.failed(format!("no thread for the call: {e}")))?;
+        match outcome.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(self.failed(format!("no answer within {:?}", self.timeout)))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.failed("the call panicked")),
+        }
+    }
+
     fn connection(&self) -> Result<redis::Connection, Error> {
         let conn = self
             .client
@@ -81,11 +112,13 @@ impl RedisHistoryStore {
 
 impl HistoryStore for RedisHistoryStore {
     fn load(&self) -> Result<Option<History>, Error> {
-        let mut conn = self.connection()?;
-        let json: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(&self.key)
-            .query(&mut conn)
-            .map_err(|e| self.failed(e))?;
+        let json = self.bounded(|store| {
+            let mut conn = store.connection()?;
+            redis::cmd("GET")
+                .arg(&store.key)
+                .query::<Option<Vec<u8>>>(&mut conn)
+                .map_err(|e| store.failed(e))
+        })?;
         json.map(|json| {
             serde_json::from_slice(&json).map_err(|e| self.failed(format!("not history: {e}")))
         })
@@ -94,11 +127,13 @@ impl HistoryStore for RedisHistoryStore {
 
     fn save(&self, history: &History) -> Result<(), Error> {
         let json = serde_json::to_vec(history).map_err(|e| self.failed(e))?;
-        let mut conn = self.connection()?;
-        redis::cmd("SET")
-            .arg(&self.key)
-            .arg(json)
-            .query::<()>(&mut conn)
-            .map_err(|e| self.failed(e))
+        self.bounded(move |store| {
+            let mut conn = store.connection()?;
+            redis::cmd("SET")
+                .arg(&store.key)
+                .arg(json)
+                .query::<()>(&mut conn)
+                .map_err(|e| store.failed(e))
+        })
     }
 }
