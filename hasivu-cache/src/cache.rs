@@ -192,6 +192,10 @@ pub(crate) struct Inner<C> {
     /// The backplane's subscriber, stopped with the cache.
     #[cfg(feature = "redis")]
     backplane: Mutex<Option<crate::backplane::TaskGuard>>,
+    /// L1 entries looked at by invalidations: tests check that applying one
+    /// does not cost a walk of L1.
+    #[cfg(test)]
+    pub(crate) l1_visits: std::sync::atomic::AtomicUsize,
 }
 
 /// Builds a [`Cache`].
@@ -445,6 +449,8 @@ impl<C: Codec> CacheBuilder<C> {
                     .map(|_| Arc::new(crate::backplane::SyncState::default())),
                 #[cfg(feature = "redis")]
                 backplane: Mutex::new(None),
+                #[cfg(test)]
+                l1_visits: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         #[cfg(feature = "redis")]

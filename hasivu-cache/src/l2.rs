@@ -503,6 +503,44 @@ mod tests {
         l2.remove("k").await.unwrap();
     }
 
+    /// How many times Redis ran each of `commands`, summed.
+    async fn calls(redis: &RedisServer, commands: &[&str]) -> u64 {
+        let mut raw = raw(redis).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        commands
+            .iter()
+            .map(|command| {
+                let wanted = format!("cmdstat_{command}:calls=");
+                info.lines()
+                    .find_map(|line| line.strip_prefix(wanted.as_str()))
+                    .and_then(|rest| rest.split(',').next())
+                    .map_or(0, |n| n.parse::<u64>().unwrap())
+            })
+            .sum()
+    }
+
+    /// A value and its stamp are written in one atomic step and read in
+    /// one transaction, so a reader cannot pair one write's value with
+    /// another write's stamp (an old value with a new, valid stamp).
+    #[tokio::test]
+    async fn a_value_and_its_stamp_are_read_and_written_atomically() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        let atomic = ["exec", "eval", "evalsha"];
+        let before = calls(&redis, &atomic).await;
+        l2.set("k", b"v", Duration::from_secs(60), 7).await.unwrap();
+        let written = calls(&redis, &atomic).await;
+        assert_eq!(written - before, 1, "the write is not one atomic step");
+        let entry = l2.get("k").await.unwrap().unwrap();
+        assert_eq!((&entry.value[..], entry.stamp), (&b"v"[..], 7));
+        let read = calls(&redis, &atomic).await;
+        assert_eq!(read - written, 1, "the read is not one transaction");
+    }
+
     #[tokio::test]
     async fn tiny_ttl_is_accepted_and_expires() {
         let redis = RedisServer::start();

@@ -4,6 +4,8 @@
 //! restart in the middle, and the SCAN-based purge.
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::{
     io,
     sync::{
@@ -17,6 +19,7 @@ use hasivu_cache::{
     Cache, EntryOptions, Error, InvalidationRules, Pattern, PatternError, escape_glob,
 };
 use hasivu_testkit::RedisServer;
+use support::{KEY, Source, Write};
 
 fn options() -> EntryOptions {
     EntryOptions::new(Duration::from_secs(60))
@@ -510,4 +513,177 @@ async fn a_write_whose_round_trip_fails_is_announced_later() {
                 == Some("new")
     })
     .await;
+}
+
+/// An instance whose rules let the overtaking tests reach [`KEY`] through
+/// a rule.
+fn overtaking_cache(redis: &RedisServer) -> Cache {
+    Cache::builder()
+        .redis(redis.url())
+        .rules(support::rules())
+        .l2_timeout(Duration::from_millis(300))
+        .breaker(2, Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+/// The reported fault with Redis: a load on A read the source, the source
+/// changed and the key was written (on A, or on B), then the load returned.
+/// Its callers get what it read; no instance may serve that afterwards,
+/// from L1 or from L2, whatever the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_overtaken_by_any_write_on_any_instance_is_served_nowhere() {
+    for write in Write::ALL {
+        for remote in [false, true] {
+            let case = format!("{write:?} on {}", if remote { "B" } else { "A" });
+            let redis = RedisServer::start();
+            let a = overtaking_cache(&redis);
+            let b = overtaking_cache(&redis);
+            synced(&a).await;
+            synced(&b).await;
+            let source = Source::new("v1");
+            let load = tokio::spawn({
+                let a = a.clone();
+                let gated = source.gated();
+                async move { a.get_or_load(KEY, &support::options(), gated).await }
+            });
+            source.read.notified().await;
+            source.write("v2");
+            let (writer, other) = if remote { (&b, &a) } else { (&a, &b) };
+            let before = other.stats().backplane_received;
+            write.apply(writer, "v2").await;
+            // The other instance has heard of the write before the load ends.
+            eventually(Duration::from_secs(2), async || {
+                other.stats().backplane_received > before
+            })
+            .await;
+            source.go.notify_one();
+            assert_eq!(load.await.unwrap().unwrap(), "v1", "{case}");
+
+            let c = overtaking_cache(&redis);
+            synced(&c).await;
+            for (name, cache) in [("A", &a), ("B", &b), ("a new instance", &c)] {
+                let seen = cache.get::<String>(KEY).await.unwrap();
+                assert_ne!(
+                    seen.as_deref(),
+                    Some("v1"),
+                    "{case}: {name} serves the value read before the write"
+                );
+                assert_eq!(
+                    cache
+                        .get_or_load(KEY, &support::options(), source.loader())
+                        .await
+                        .unwrap(),
+                    "v2",
+                    "{case}: {name}"
+                );
+            }
+        }
+    }
+}
+
+/// A remote `set` racing a local load: B writes the new value while A's
+/// load of the old one runs. A's load must not replace it, in A's L1 or in
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_set_racing_a_local_load_wins() {
+    let redis = RedisServer::start();
+    let a = overtaking_cache(&redis);
+    let b = overtaking_cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    let source = Source::new("v1");
+    let load = tokio::spawn({
+        let a = a.clone();
+        let gated = source.gated();
+        async move { a.get_or_load(KEY, &support::options(), gated).await }
+    });
+    source.read.notified().await;
+    source.write("v2");
+    b.set(KEY, "v2".to_owned(), &support::options())
+        .await
+        .unwrap();
+    source.go.notify_one();
+    assert_eq!(load.await.unwrap().unwrap(), "v1");
+    // Whether A heard of the set before its load ended or after, once it
+    // has, every instance serves the value set.
+    eventually(Duration::from_secs(2), async || {
+        a.stats().backplane_received >= 1
+    })
+    .await;
+    let c = overtaking_cache(&redis);
+    synced(&c).await;
+    for (name, cache) in [("A", &a), ("B", &b), ("a new instance", &c)] {
+        assert_eq!(
+            cache.get::<String>(KEY).await.unwrap().as_deref(),
+            Some("v2"),
+            "{name} lost the value set"
+        );
+    }
+}
+
+/// A `set` whose round trip never reached Redis (its connection died while
+/// Redis held writes) is queued; the replay must take the old value out of
+/// L2, not only announce the write, or every other instance reads the old
+/// value back from Redis with a valid stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_on_the_way_to_redis_is_replayed_as_a_delete() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set(KEY, "old".to_owned(), &options()).await.unwrap();
+    assert_eq!(
+        b.get::<String>(KEY).await.unwrap().as_deref(),
+        Some("old")
+    );
+
+    let mut conn = raw(&redis).await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    a.set(KEY, "new".to_owned(), &options()).await.unwrap();
+    assert_eq!(a.pending_invalidations(), 1, "the write is queued");
+    // The write Redis is holding never runs: its connection goes away.
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), async || {
+        a.pending_invalidations() == 0
+            && a.stats().backplane_synced == Some(true)
+            && b.stats().backplane_synced == Some(true)
+    })
+    .await;
+    // A later write from A reaches B through Redis (both connections are
+    // back) and through the backplane, after the replay's message.
+    let heard = b.stats().backplane_received;
+    a.set("after", "later".to_owned(), &options())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), async || {
+        b.stats().backplane_received > heard
+            && b.get::<String>("after").await.unwrap().as_deref() == Some("later")
+    })
+    .await;
+    assert_ne!(
+        b.get::<String>(KEY).await.unwrap().as_deref(),
+        Some("old"),
+        "after the replay, B reads back from Redis the value the write replaced"
+    );
+    assert_eq!(
+        a.get::<String>(KEY).await.unwrap().as_deref(),
+        Some("new"),
+        "the write holds where it was made"
+    );
 }
