@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
 };
 
@@ -98,6 +98,43 @@ pub(crate) struct L2Entry {
     pub(crate) stamp: u64,
 }
 
+/// Stores a loaded value and its stamp unless the key's stamp is above
+/// the load's: a write (set, remove, invalidation) since the load started
+/// took a generation above every stamp that existed then.
+const WRITE_LOADED: &str = r#"
+local current = tonumber(redis.call("GET", KEYS[2]) or "0") or 0
+if current > tonumber(ARGV[3]) then
+    return 0
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[4])
+return 1
+"#;
+
+/// How long a stamp outlives its value at least, and how long a deleted
+/// key keeps its stamp (a tombstone): a load that started before a write
+/// finds the write's stamp as long as it runs for less than this. Loads
+/// that run longer are not written to L2 (see [`LONGEST_LOAD`]).
+pub(crate) const STAMP_LIFE: Duration = Duration::from_secs(120);
+
+/// Loads that ran longer than this are not written to L2: a stamp they
+/// must see may have expired. Half the stamp life, so that a write delayed
+/// on its way to Redis cannot land after the stamp's end.
+pub(crate) const LONGEST_LOAD: Duration = Duration::from_secs(60);
+
+/// The TTL of a stamp next to a value living `millis`.
+pub(crate) fn stamp_life(millis: u64) -> u64 {
+    millis.max(ttl_millis(STAMP_LIFE))
+}
+
+/// The Lua scripts, loaded once per L2.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) write_loaded: Script,
+    pub(crate) change: Script,
+    pub(crate) write_key: Script,
+}
+
 /// The Redis side of the cache. Cheap to clone: clones share the connection
 /// and the breaker.
 #[derive(Debug, Clone)]
@@ -106,6 +143,7 @@ pub(crate) struct RedisL2 {
     pub(crate) prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
+    pub(crate) scripts: Arc<Scripts>,
 }
 
 impl RedisL2 {
@@ -135,6 +173,7 @@ impl RedisL2 {
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
+            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -161,6 +200,7 @@ impl RedisL2 {
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
+            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -174,7 +214,7 @@ impl RedisL2 {
 
     /// The Redis key of the stamp that travels with `key`'s value (see
     /// [`keys::stamp_key`]).
-    fn stamp_key(&self, key: &str) -> Option<String> {
+    pub(crate) fn stamp_key(&self, key: &str) -> Option<String> {
         if self.is_cluster() {
             keys::stamp_key(&self.prefix, key)
         } else {
@@ -193,12 +233,13 @@ impl RedisL2 {
 
     /// The value under `key`, its remaining time to live and its stamp;
     /// `Ok(None)` when the key is missing. GET, PTTL and the stamp's GET
-    /// travel in one pipelined round trip (one slot on a cluster).
+    /// travel in one transaction (`MULTI`/`EXEC`, one slot on a cluster), so
+    /// the stamp is the one written with the value.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<L2Entry>, L2Error> {
         let full = self.full_key(key);
         let stamp_key = self.stamp_key(key);
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        pipe.atomic().cmd("GET").arg(&full).cmd("PTTL").arg(&full);
         if let Some(stamp_key) = &stamp_key {
             pipe.cmd("GET").arg(stamp_key);
         }
@@ -220,63 +261,37 @@ impl RedisL2 {
         }))
     }
 
-    /// Stores `value` under `key` for `ttl` (`SET … PX`), with its stamp
-    /// beside it for the same time. A TTL below one millisecond is stored as
-    /// one millisecond, since Redis rejects zero.
+    /// Stores a loaded `value` under `key` for `ttl`, stamped with the
+    /// epoch the load started under, unless the key was written since
+    /// (its stamp is above ours): one script, so value and stamp change
+    /// together. `Ok(false)` when it was not stored. On a cluster, a key
+    /// whose stamp cannot share its slot is not stored (nothing would tell
+    /// a write after the load from one before). A TTL below one millisecond
+    /// is stored as one millisecond, since Redis rejects zero.
     pub(crate) async fn set(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
         stamp: u64,
-    ) -> Result<(), L2Error> {
-        let pipe = self.set_pipeline(key, value, ttl, stamp);
-        self.call("set", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
-    }
-
-    /// [`set`](Self::set) and a backplane message in the same round trip
-    /// (one server only: on a cluster the channel's shard is another node).
-    pub(crate) async fn set_and_publish(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        stamp: u64,
-        message: &[u8],
-    ) -> Result<(), L2Error> {
-        debug_assert!(!self.is_cluster(), "PUBLISH in a pipeline needs one server");
-        let mut pipe = self.set_pipeline(key, value, ttl, stamp);
-        pipe.cmd("PUBLISH")
-            .arg(keys::channel(&self.prefix))
-            .arg(message)
-            .ignore();
-        self.call("set", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
-    }
-
-    fn set_pipeline(&self, key: &str, value: &[u8], ttl: Duration, stamp: u64) -> redis::Pipeline {
+    ) -> Result<bool, L2Error> {
+        let Some(stamp_key) = self.stamp_key(key) else {
+            return Ok(false);
+        };
         let millis = ttl_millis(ttl);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.full_key(key))
+        let mut invocation = self.scripts.write_loaded.key(self.full_key(key));
+        invocation
+            .key(stamp_key)
             .arg(value)
-            .arg("PX")
             .arg(millis)
-            .ignore();
-        if let Some(stamp_key) = self.stamp_key(key) {
-            pipe.cmd("SET")
-                .arg(stamp_key)
-                .arg(stamp)
-                .arg("PX")
-                .arg(millis)
-                .ignore();
-        }
-        pipe
+            .arg(stamp)
+            .arg(stamp_life(millis));
+        let stored: i64 = self
+            .call("set", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(stored == 1)
     }
 
     /// Removes `key` and its stamp (`UNLINK`: the memory is freed off the
@@ -346,6 +361,16 @@ impl RedisL2 {
         metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "timeout").increment(1);
         tracing::warn!(op, timeout = ?self.timeout, "redis L2 call timed out");
         L2Error::Timeout(self.timeout)
+    }
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            write_loaded: Script::new(WRITE_LOADED),
+            change: Script::new(crate::l2_invalidation::CHANGE),
+            write_key: Script::new(crate::l2_invalidation::WRITE_KEY),
+        }
     }
 }
 
@@ -531,6 +556,8 @@ mod tests {
         let redis = RedisServer::start();
         let l2 = l2(&redis, "p:");
         let atomic = ["exec", "eval", "evalsha"];
+        // The first write loads the script.
+        l2.set("k", b"v", Duration::from_secs(60), 7).await.unwrap();
         let before = calls(&redis, &atomic).await;
         l2.set("k", b"v", Duration::from_secs(60), 7).await.unwrap();
         let written = calls(&redis, &atomic).await;
@@ -578,7 +605,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match l2.set("k", b"v", Duration::from_secs(10), 0).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -619,7 +646,7 @@ mod tests {
         loop {
             tokio::time::sleep(OPEN_FOR).await;
             match l2.set("k", b"again", Duration::from_secs(60), 0).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                 }

@@ -104,8 +104,8 @@ async fn play(redis: &RedisServer, seed: u64) {
             // stop waiting before it does (the load goes on without them).
             0..50 => {
                 let delay = Duration::from_micros(rng.u64(..8_000));
-                let cancel_after = (rng.u8(..100) < 30)
-                    .then(|| Duration::from_micros(rng.u64(..8_000)));
+                let cancel_after =
+                    (rng.u8(..100) < 30).then(|| Duration::from_micros(rng.u64(..8_000)));
                 let source = Arc::clone(&source);
                 let cache = cache.clone();
                 loads.push(tokio::spawn(async move {
@@ -175,7 +175,9 @@ async fn play(redis: &RedisServer, seed: u64) {
                 let served = cache.get::<u64>(key).await.unwrap();
                 let current = source.read(key);
                 if served.is_some_and(|v| v != current) {
-                    stale.push(format!("{name} serves {key} = {served:?}, source {current}"));
+                    stale.push(format!(
+                        "{name} serves {key} = {served:?}, source {current}"
+                    ));
                 }
             }
         }

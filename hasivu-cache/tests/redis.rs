@@ -317,7 +317,10 @@ async fn waiters_go_on_soon_after_the_lock_holder_fails_or_panics() {
         })
         .await;
         go.notify_one();
-        assert!(holder.await.unwrap().is_err(), "A's callers get the failure");
+        assert!(
+            holder.await.unwrap().is_err(),
+            "A's callers get the failure"
+        );
         assert_eq!(waiter.await.unwrap().unwrap(), "v1");
         let waited = started.elapsed();
         assert!(
@@ -347,15 +350,11 @@ async fn a_holder_cancelled_mid_load_releases_the_lock() {
                 .unwrap();
             runtime.block_on(async move {
                 let _load = tokio::spawn(async move {
-                    a.get_or_load::<String, _, _, _>(
-                        KEY,
-                        &support::options(),
-                        move || async move {
-                            let _ = read_tx.send(());
-                            std::future::pending::<()>().await;
-                            Ok::<_, io::Error>("never".to_owned())
-                        },
-                    )
+                    a.get_or_load::<String, _, _, _>(KEY, &support::options(), move || async move {
+                        let _ = read_tx.send(());
+                        std::future::pending::<()>().await;
+                        Ok::<_, io::Error>("never".to_owned())
+                    })
                     .await
                 });
                 let _ = stop_rx.await;
