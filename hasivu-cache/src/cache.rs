@@ -580,13 +580,18 @@ impl<C: Codec> Cache<C> {
     {
         let bytes = self.inner.codec.encode(&value).map_err(Error::Codec)?;
         let l2_value = (!options.skip_l2).then(|| (&bytes[..], options.jittered(options.l2_ttl)));
-        let written = self.inner.write(Op::Set, key, l2_value).await;
-        // Taken once Redis has the value: a lookup that read the old value
-        // from L2 before cannot bring it back over this one.
-        let token = self.inner.load_token();
-        self.inner
-            .store(key, Arc::new(value), bytes.len(), options, None, token)
-            .await;
+        let (written, alone) = self.inner.write(Op::Set, key, l2_value).await;
+        if alone {
+            // Taken once Redis has the value: a lookup that read the old
+            // value from L2 before cannot bring it back over this one.
+            let token = self.inner.load_token();
+            self.inner
+                .store(key, Arc::new(value), bytes.len(), options, None, token)
+                .await;
+        } else {
+            // Another write of the key met this one: L2 has the last.
+            self.inner.l1.invalidate(key).await;
+        }
         written
     }
 
@@ -599,7 +604,7 @@ impl<C: Codec> Cache<C> {
     /// here and is replayed when Redis is back).
     pub async fn remove(&self, key: &str) -> Result<(), Error> {
         self.inner.l1.invalidate(key).await;
-        let removed = self.inner.write(Op::Remove, key, None).await;
+        let (removed, _) = self.inner.write(Op::Remove, key, None).await;
         // Again once Redis has it: an L2 lookup may have brought the old
         // value back meanwhile.
         self.inner.l1.invalidate(key).await;

@@ -213,11 +213,19 @@ impl Generations {
 
     /// Records writes of `keys` (set, removed or invalidated, here or on
     /// another instance): loads of them started before must not store.
-    pub(crate) fn touch<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+    /// Returns the count the writes were recorded with.
+    pub(crate) fn touch<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> u64 {
         let local = self.key_seq.fetch_add(1, Ordering::AcqRel) + 1;
         for key in keys {
             self.keys[self.slot(key)].fetch_max(local, Ordering::AcqRel);
         }
+        local
+    }
+
+    /// Whether another write of `key` (or of a key sharing its counter)
+    /// was recorded after the one [`touch`](Self::touch) counted as `mark`.
+    pub(crate) fn written_since(&self, key: &str, mark: u64) -> bool {
+        self.keys[self.slot(key)].load(Ordering::Acquire) > mark
     }
 
     /// Records that a change with shared generation `shared` happened (a
@@ -474,6 +482,21 @@ mod tests {
         g.touch(["c", "d"]);
         assert!(!g.unchanged_since("c", before));
         assert!(!g.unchanged_since("d", before));
+    }
+
+    #[test]
+    fn a_writer_sees_writes_of_its_key_after_its_own() {
+        let g = Generations::new();
+        let mark = g.touch(["k"]);
+        assert!(!g.written_since("k", mark), "its own write");
+        g.touch(["other"]);
+        if g.slot("other") != g.slot("k") {
+            assert!(!g.written_since("k", mark));
+        }
+        let later = g.touch(["k"]);
+        assert!(later > mark);
+        assert!(g.written_since("k", mark));
+        assert!(!g.written_since("k", later));
     }
 
     #[test]

@@ -265,20 +265,24 @@ impl<C: Codec> Inner<C> {
     /// A write of `key` (`set` with the value for L2 and its TTL, `remove`)
     /// in Redis and to the other instances: counted here before and after,
     /// so that no load running meanwhile stores what it read; queued for a
-    /// replay when Redis cannot be reached. The caller updates L1 after.
+    /// replay when Redis cannot be reached. The caller updates L1 after;
+    /// the flag says whether it may keep a written value there: not when
+    /// another write of the key came in while Redis took this one (which
+    /// of the two Redis holds last, only Redis knows).
     pub(crate) async fn write(
         &self,
         op: Op,
         key: &str,
         value: Option<(&[u8], Duration)>,
-    ) -> Result<(), Error> {
-        self.generations.touch([key]);
+    ) -> (Result<(), Error>, bool) {
+        let mark = self.generations.touch([key]);
         let message = self.message(op, &[], &[key]);
         let written = value.map(|(bytes, ttl)| (key, bytes, ttl));
         let deleted: &[&str] = if written.is_some() { &[] } else { &[key] };
         let outcome = self.change(&[], deleted, written, message).await;
+        let alone = outcome.is_none() || !self.generations.written_since(key, mark);
         self.generations.touch([key]);
-        match outcome {
+        let result = match outcome {
             Some(Ok(generation)) => {
                 self.generations.observe(generation);
                 Ok(())
@@ -288,13 +292,15 @@ impl<C: Codec> Inner<C> {
                 // Strict or not, Redis and the others must hear of it later.
                 self.queue(&[], &[key]);
                 if self.strict {
-                    return Err(Error::L2(
+                    Err(Error::L2(
                         "write did not reach redis (queued for a replay)".into(),
-                    ));
+                    ))
+                } else {
+                    Ok(())
                 }
-                Ok(())
             }
-        }
+        };
+        (result, alone)
     }
 
     /// One change in Redis: `prefixes` bumped, `deleted` keys deleted,

@@ -264,10 +264,11 @@ impl RedisL2 {
     /// Stores a loaded `value` under `key` for `ttl`, stamped with the
     /// epoch the load started under, unless the key was written since
     /// (its stamp is above ours): one script, so value and stamp change
-    /// together. `Ok(false)` when it was not stored. On a cluster, a key
-    /// whose stamp cannot share its slot is not stored (nothing would tell
-    /// a write after the load from one before). A TTL below one millisecond
-    /// is stored as one millisecond, since Redis rejects zero.
+    /// together. `Ok(false)` when a write since refused it. On a cluster, a
+    /// key whose stamp cannot share its slot is not stored (nothing would
+    /// tell a write after the load from one before), and `Ok(true)`. A TTL
+    /// below one millisecond is stored as one millisecond, since Redis
+    /// rejects zero.
     pub(crate) async fn set(
         &self,
         key: &str,
@@ -276,7 +277,9 @@ impl RedisL2 {
         stamp: u64,
     ) -> Result<bool, L2Error> {
         let Some(stamp_key) = self.stamp_key(key) else {
-            return Ok(false);
+            // Nothing in Redis could tell a write since from one before:
+            // not stored there, but nothing refused it either.
+            return Ok(true);
         };
         let millis = ttl_millis(ttl);
         let mut invocation = self.scripts.write_loaded.key(self.full_key(key));
@@ -294,18 +297,28 @@ impl RedisL2 {
         Ok(stored == 1)
     }
 
-    /// Removes `key` and its stamp (`UNLINK`: the memory is freed off the
-    /// main thread).
+    /// Removes the value of `key` (`UNLINK`: the memory is freed off the
+    /// main thread); its stamp is left to expire within [`STAMP_LIFE`], so
+    /// that a load that started before a write still finds the write's
+    /// stamp.
     pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(self.full_key(key));
-        if let Some(stamp_key) = self.stamp_key(key) {
-            cmd.arg(stamp_key);
-        }
+        let mut pipe = redis::pipe();
+        self.push_remove(&mut pipe, key);
         self.call("remove", |mut conn| async move {
-            cmd.query_async::<()>(&mut conn).await
+            pipe.query_async::<()>(&mut conn).await
         })
         .await
+    }
+
+    /// Adds the commands of [`remove`](Self::remove) to `pipe`.
+    pub(crate) fn push_remove(&self, pipe: &mut Pipeline, key: &str) {
+        pipe.cmd("UNLINK").arg(self.full_key(key)).ignore();
+        if let Some(stamp_key) = self.stamp_key(key) {
+            pipe.cmd("PEXPIRE")
+                .arg(stamp_key)
+                .arg(ttl_millis(STAMP_LIFE))
+                .ignore();
+        }
     }
 
     /// The per-call timeout.
@@ -516,14 +529,26 @@ mod tests {
         assert!(l2.get("k").await.unwrap().is_some());
         l2.remove("k").await.unwrap();
         assert!(l2.get("k").await.unwrap().is_none());
-        // The stamp went with the value.
+        // The stamp stays a while, for loads that started before.
         let mut raw = raw(&redis).await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("*")
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(keys, ["p:hasivu:stamp:{p:k}"]);
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!((1..=120_000).contains(&left), "{left}");
+        assert!(
+            !l2.set("k", b"old", Duration::from_secs(10), 0)
+                .await
+                .unwrap(),
+            "a load that started before the removal is refused"
+        );
         // Removing a missing key is fine.
         l2.remove("k").await.unwrap();
     }

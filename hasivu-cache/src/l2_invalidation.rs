@@ -282,9 +282,10 @@ impl RedisL2 {
         .await
     }
 
-    /// Deletes every value whose key (after the key prefix) matches `glob`,
-    /// with its stamp: `SCAN MATCH` in steps of 500 keys and `UNLINK`, on
-    /// each master of a cluster. Returns how many values were deleted.
+    /// Deletes every value whose key (after the key prefix) matches `glob`
+    /// (its stamp expires within its life): `SCAN MATCH` in steps of 500
+    /// keys and `UNLINK`, on each master of a cluster. Returns how many
+    /// values were deleted.
     pub(crate) async fn purge(&self, glob: &str) -> Result<u64, L2Error> {
         let pattern = format!("{}{glob}", crate::escape_glob(&self.prefix));
         let mut deleted = 0;
@@ -306,18 +307,20 @@ impl RedisL2 {
                     .collect();
                 deleted += values.len() as u64;
                 if self.is_cluster() {
-                    // Keys of one step lie in many slots: one UNLINK each.
+                    // Keys of one step lie in many slots: one call each.
                     for key in values {
                         self.remove(key).await?;
                     }
                 } else if !values.is_empty() {
-                    let mut unlink = redis::cmd("UNLINK");
+                    // Stamps expire within their life instead of going at
+                    // once: a load that started before a write still meets
+                    // the write's stamp.
+                    let mut pipe = redis::pipe();
                     for key in values {
-                        unlink.arg(self.full_key(key));
-                        unlink.arg(keys::stamp_key_any(&self.prefix, key));
+                        self.push_remove(&mut pipe, key);
                     }
                     self.call("purge", |mut conn| async move {
-                        unlink.query_async::<()>(&mut conn).await
+                        pipe.query_async::<()>(&mut conn).await
                     })
                     .await?;
                 }
