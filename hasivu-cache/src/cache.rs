@@ -398,9 +398,15 @@ impl<C: Codec> CacheBuilder<C> {
     }
 
     /// Loads each key once across all instances: before calling the loader,
-    /// an instance takes a Redis lock (`SET NX PX`, released by a Lua
-    /// compare-and-delete) for at most `ttl`; the others wait for the value
-    /// to appear in L2 for up to `ttl`, then load themselves. Off by
+    /// an instance takes a Redis lock (`SET NX PX ttl`), renews it every
+    /// third of `ttl` while the loader runs (a load longer than `ttl` keeps
+    /// it), and releases it (a Lua compare-and-delete) when the load ends,
+    /// fails, panics or is dropped. The others look for the value in L2
+    /// and retry the lock every 20 ms: they go on as soon as the holder is
+    /// done, whatever its outcome. `ttl` bounds how long a holder that
+    /// vanished without releasing (a crash, a runtime shut down with the
+    /// cache's) keeps the others waiting; a loader that never returns keeps
+    /// them waiting as long, so give loaders their own timeout. Off by
     /// default.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

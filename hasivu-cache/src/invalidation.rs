@@ -230,8 +230,6 @@ impl<C: Codec> Inner<C> {
                 Pattern::Key(key) => keys.push(key.as_str()),
             }
         }
-        // Loads of the keys running now must not store what they read.
-        self.generations.touch(keys.iter().copied());
         let message = self.message(Op::Invalidate, &prefixes, &keys);
         let outcome = self.change(&prefixes, &keys, None, message).await;
         let (generation, propagated) = match outcome {
@@ -255,8 +253,10 @@ impl<C: Codec> Inner<C> {
                 (0, false)
             }
         };
-        // Again once Redis has it: a lookup of L2 that read an old value
-        // meanwhile must not keep it.
+        // Once Redis has it (a load that wrote L2 before was deleted there,
+        // one writing after is refused by the stamp): loads of the keys
+        // running now, and lookups of L2 that read an old value, must not
+        // keep what they read here.
         self.generations.touch(keys.iter().copied());
         self.sweep(&prefixes, &keys).await;
         (generation, propagated)

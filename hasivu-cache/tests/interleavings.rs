@@ -5,7 +5,8 @@
 //! Each seed plays one schedule: loads whose loaders read a shared source
 //! and return after a random delay (some callers stop waiting early), and,
 //! one after another, writes of the source followed by `set`, `remove`,
-//! `invalidate_key` or a prefix `invalidate` on either instance. 100 seeds
+//! `invalidate_key` or a prefix `invalidate` on either instance; half the
+//! seeds load under the distributed lock. 100 seeds
 //! by default; `HASIVU_INTERLEAVING_SEEDS=<n>` runs more,
 //! `HASIVU_INTERLEAVING_SEED=<seed>` replays one. A failure names its seed.
 #![cfg(feature = "redis")]
@@ -28,12 +29,18 @@ fn options() -> EntryOptions {
     EntryOptions::new(Duration::from_secs(60))
 }
 
-fn instance(redis: &RedisServer) -> Cache {
-    Cache::builder()
+/// An instance; with `lock`, loads take the distributed lock.
+fn instance(redis: &RedisServer, lock: bool) -> Cache {
+    let builder = Cache::builder()
         .redis(redis.url())
-        .l2_timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
+        .l2_timeout(Duration::from_millis(500));
+    if lock {
+        builder.distributed_lock(Duration::from_secs(2))
+    } else {
+        builder
+    }
+    .build()
+    .unwrap()
 }
 
 /// The source of truth: a version per key, bumped by every write.
@@ -89,12 +96,13 @@ async fn play(redis: &RedisServer, seed: u64) {
         .query_async::<()>(&mut raw)
         .await
         .unwrap();
-    let instances = [instance(redis), instance(redis)];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let lock = rng.bool();
+    let instances = [instance(redis, lock), instance(redis, lock)];
     for cache in &instances {
         synced(cache).await;
     }
     let source = Arc::new(Source::default());
-    let mut rng = fastrand::Rng::with_seed(seed);
     let mut loads = Vec::new();
     for _ in 0..OPS {
         let cache = &instances[rng.usize(..2)];
@@ -165,7 +173,7 @@ async fn play(redis: &RedisServer, seed: u64) {
     // Messages still on their way may leave an L1 copy for a moment; what
     // is served once they have arrived must be the source's version (or
     // nothing). A new instance reads L2 alone.
-    let fresh = instance(redis);
+    let fresh = instance(redis, false);
     synced(&fresh).await;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
