@@ -604,4 +604,60 @@ mod tests {
         pending.add(&["b:"], &[]);
         assert_eq!(pending.len(), 0, "nothing more is kept once it overflowed");
     }
+
+    #[test]
+    fn the_bound_is_exact() {
+        let mut pending = Pending::default();
+        let keys: Vec<String> = (0..MAX_PENDING).map(|i| format!("k{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        pending.add(&[], &keys);
+        assert!(!pending.overflow, "{MAX_PENDING} fit");
+        pending.add(&["p:"], &[]);
+        assert!(pending.overflow, "one more does not");
+    }
+
+    /// Without Redis: invalidations hold at once, report what they did,
+    /// and count what is queued (nothing).
+    #[tokio::test]
+    async fn without_redis_invalidations_apply_here_at_once() {
+        let cache = Cache::builder().build().unwrap();
+        let born = cache.inner.generations.token().born();
+        let done = cache.invalidate_key("menu:1").await.unwrap();
+        assert!(done.propagated);
+        assert_eq!(done.generation, 0, "keys alone take no generation");
+        assert_eq!(
+            cache.inner.generations.token().born(),
+            born,
+            "keys alone leave L1's prefix count alone"
+        );
+        let first = cache.invalidate("menu:*").await.unwrap();
+        let second = cache.invalidate("user:*").await.unwrap();
+        assert!(first.generation > 0 && second.generation > first.generation);
+        assert_eq!(cache.pending_invalidations(), 0);
+    }
+
+    /// The queue's count, including an overflow (which counts one).
+    #[tokio::test]
+    async fn queued_changes_are_counted() {
+        let cache = Cache::builder().build().unwrap();
+        cache.inner.queue(&["a:"], &["k1", "k2"]);
+        assert_eq!(cache.pending_invalidations(), 3);
+        assert!(cache.inner.queued("k1"));
+        assert!(!cache.inner.queued("k3"));
+        let many: Vec<String> = (0..=MAX_PENDING).map(|i| format!("k{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        cache.inner.queue(&[], &many);
+        assert_eq!(cache.pending_invalidations(), 1, "an overflow counts one");
+        assert!(cache.inner.queued("anything"));
+    }
+
+    /// In strict mode, an invalidation that reached everything it had to
+    /// (here: no Redis) is no error.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn strict_mode_errs_only_when_redis_was_missed() {
+        let cache = Cache::builder().strict(true).build().unwrap();
+        assert!(cache.invalidate("menu:*").await.unwrap().propagated);
+        assert!(cache.invalidate_key("menu:1").await.is_ok());
+    }
 }

@@ -689,3 +689,58 @@ async fn a_write_lost_on_the_way_to_redis_is_replayed_as_a_delete() {
         "the write holds where it was made"
     );
 }
+
+/// After a write of a key (any kind, on either instance), the next load of
+/// it is kept again, in L1 and in L2: a write's stamp refuses only the
+/// loads that started before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_after_a_write_are_kept_again() {
+    for write in Write::ALL {
+        for remote in [false, true] {
+            let case = format!("{write:?} on {}", if remote { "B" } else { "A" });
+            let redis = RedisServer::start();
+            let a = overtaking_cache(&redis);
+            let b = overtaking_cache(&redis);
+            synced(&a).await;
+            synced(&b).await;
+            let source = Source::new("v1");
+            let load = || source.loader();
+            assert_eq!(
+                a.get_or_load(KEY, &support::options(), load())
+                    .await
+                    .unwrap(),
+                "v1"
+            );
+            source.write("v2");
+            let (writer, other) = if remote { (&b, &a) } else { (&a, &b) };
+            let before = other.stats().backplane_received;
+            write.apply(writer, "v2").await;
+            eventually(Duration::from_secs(2), async || {
+                other.stats().backplane_received > before
+            })
+            .await;
+            let calls = source.calls();
+            for _ in 0..2 {
+                assert_eq!(
+                    a.get_or_load(KEY, &support::options(), load())
+                        .await
+                        .unwrap(),
+                    "v2",
+                    "{case}"
+                );
+            }
+            assert!(
+                source.calls() <= calls + 1,
+                "{case}: A loaded {} times: its load was not kept",
+                source.calls() - calls
+            );
+            let c = overtaking_cache(&redis);
+            synced(&c).await;
+            assert_eq!(
+                c.get::<String>(KEY).await.unwrap().as_deref(),
+                Some("v2"),
+                "{case}: the value loaded after the write is not in L2"
+            );
+        }
+    }
+}
