@@ -844,13 +844,13 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let key: Arc<str> = Arc::from(key);
-        let (done, outcome) = oneshot::channel::<Outcome>();
-        let (flight, guard) = {
+        let (flight, guard, done) = {
             let mut flights = self.inner.flights.lock().expect("flights lock");
-            if let Some((_, flight)) = flights.get(&key) {
+            if let Some((_, flight)) = flights.get(key) {
                 return flight.clone();
             }
+            let key: Arc<str> = Arc::from(key);
+            let (done, outcome) = oneshot::channel::<Outcome>();
             // Without an answer, the task went away (its runtime shut down,
             // it was aborted, it was dropped before it ever ran): its guard
             // has removed the flight, so the next caller starts another.
@@ -863,10 +863,10 @@ impl<C: Codec> Cache<C> {
             // the task ends.
             let guard = FlightGuard {
                 inner: Arc::clone(&self.inner),
-                key: Arc::clone(&key),
+                key,
                 id,
             };
-            (flight, guard)
+            (flight, guard, done)
         };
         let inner = Arc::clone(&self.inner);
         let options = options.clone();
@@ -874,7 +874,7 @@ impl<C: Codec> Cache<C> {
         // (and the guard, which takes the lock) inside `spawn`.
         drop(tokio::spawn(async move {
             let outcome = inner
-                .run_flight::<T, _, _, _>(&key, &options, loader, start)
+                .run_flight::<T, _, _, _>(&guard.key, &options, loader, start)
                 .await;
             // Removed before the callers hear, so a caller that comes back
             // at once starts a new load instead of rejoining this one.
