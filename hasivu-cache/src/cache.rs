@@ -609,7 +609,6 @@ impl<C: Codec> Cache<C> {
     /// In strict mode, [`Error::L2`] when Redis fails (the removal holds
     /// here and is replayed when Redis is back).
     pub async fn remove(&self, key: &str) -> Result<(), Error> {
-        self.inner.l1.invalidate(key).await;
         let (removed, _) = self.inner.write(Op::Remove, key, None).await;
         // Again once Redis has it: an L2 lookup may have brought the old
         // value back meanwhile.

@@ -220,7 +220,9 @@ impl<C: Codec> Cache<C> {
 
 impl<C: Codec> Inner<C> {
     /// Invalidates `patterns` here and in Redis; returns the generation and
-    /// whether Redis took it all.
+    /// whether Redis took it all. It holds here before Redis is asked, and
+    /// if this call is dropped before Redis answered, it is queued for the
+    /// replay like a failure: a cancelled invalidation is still made.
     async fn invalidate_all(&self, patterns: &[Pattern]) -> (u64, bool) {
         let mut prefixes = Vec::new();
         let mut keys = Vec::new();
@@ -230,8 +232,17 @@ impl<C: Codec> Inner<C> {
                 Pattern::Key(key) => keys.push(key.as_str()),
             }
         }
+        let unsent = Unsent::new(self, &prefixes, &keys);
+        // Here first: L1 entries under the prefixes are misses, and so are
+        // L2 entries until the generation from Redis replaces the mark.
+        if !prefixes.is_empty() {
+            self.generations.apply_pending(prefixes.iter().copied());
+        }
+        self.generations.touch(keys.iter().copied());
+        self.sweep(&prefixes, &keys).await;
         let message = self.message(Op::Invalidate, &prefixes, &keys);
         let outcome = self.change(&prefixes, &keys, None, message).await;
+        unsent.sent();
         let (generation, propagated) = match outcome {
             Some(Ok(generation)) => {
                 if !prefixes.is_empty() {
@@ -248,7 +259,6 @@ impl<C: Codec> Inner<C> {
                 (generation, true)
             }
             Some(Err(())) => {
-                self.generations.apply_pending(prefixes.iter().copied());
                 self.queue(&prefixes, &keys);
                 (0, false)
             }
@@ -258,28 +268,33 @@ impl<C: Codec> Inner<C> {
         // running now, and lookups of L2 that read an old value, must not
         // keep what they read here.
         self.generations.touch(keys.iter().copied());
-        self.sweep(&prefixes, &keys).await;
+        self.sweep(&[], &keys).await;
         (generation, propagated)
     }
 
     /// A write of `key` (`set` with the value for L2 and its TTL, `remove`)
-    /// in Redis and to the other instances: counted here before and after,
-    /// so that no load running meanwhile stores what it read; queued for a
-    /// replay when Redis cannot be reached. The caller updates L1 after;
-    /// the flag says whether it may keep a written value there: not when
-    /// another write of the key came in while Redis took this one (which
-    /// of the two Redis holds last, only Redis knows).
+    /// in Redis and to the other instances: `key` leaves L1 first, and the
+    /// write is counted here before and after Redis takes it, so that no
+    /// load running meanwhile stores what it read. Queued for a replay when
+    /// Redis cannot be reached, or when this call is dropped before Redis
+    /// answered. The caller updates L1 after; the flag says whether it may
+    /// keep a written value there: not when another write of the key came
+    /// in while Redis took this one (which of the two Redis holds last,
+    /// only Redis knows).
     pub(crate) async fn write(
         &self,
         op: Op,
         key: &str,
         value: Option<(&[u8], Duration)>,
     ) -> (Result<(), Error>, bool) {
+        let unsent = Unsent::new(self, &[], std::slice::from_ref(&key));
         let mark = self.generations.touch([key]);
+        self.l1.invalidate(key).await;
         let message = self.message(op, &[], &[key]);
         let written = value.map(|(bytes, ttl)| (key, bytes, ttl));
         let deleted: &[&str] = if written.is_some() { &[] } else { &[key] };
         let outcome = self.change(&[], deleted, written, message).await;
+        unsent.sent();
         let alone = outcome.is_none() || !self.generations.written_since(key, mark);
         self.generations.touch([key]);
         let result = match outcome {
@@ -500,6 +515,46 @@ impl<C: Codec> crate::backplane::Target for Inner<C> {
             Ok(())
         }
         .boxed()
+    }
+}
+
+/// A change on its way to Redis: queued for the replay if the call making
+/// it is dropped before Redis answered (the change may or may not have
+/// landed; replaying it is harmless either way).
+struct Unsent<'a, C: Codec> {
+    inner: &'a Inner<C>,
+    prefixes: &'a [&'a str],
+    keys: &'a [&'a str],
+    armed: bool,
+}
+
+impl<'a, C: Codec> Unsent<'a, C> {
+    fn new(inner: &'a Inner<C>, prefixes: &'a [&'a str], keys: &'a [&'a str]) -> Self {
+        Self {
+            inner,
+            prefixes,
+            keys,
+            armed: true,
+        }
+    }
+
+    /// Redis answered (or there is no Redis): the caller takes it from here.
+    fn sent(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<C: Codec> Drop for Unsent<'_, C> {
+    fn drop(&mut self) {
+        #[cfg(feature = "redis")]
+        if self.armed && self.inner.l2.is_some() {
+            if !self.prefixes.is_empty() {
+                self.inner
+                    .generations
+                    .apply_pending(self.prefixes.iter().copied());
+            }
+            self.inner.queue(self.prefixes, self.keys);
+        }
     }
 }
 

@@ -73,13 +73,22 @@ impl DistributedLock {
 
     /// Takes the lock on `key` for `ttl`, as a guard that renews it while
     /// [`Held::keep`] is polled and releases it when dropped; `Ok(None)`
-    /// when another holder has it.
+    /// when another holder has it. Dropped while Redis is asked (or after
+    /// an error, when the `SET` may still land), the guard releases what
+    /// may have been taken.
     pub(crate) async fn acquire(&self, key: &str, ttl: Duration) -> Result<Option<Held>, L2Error> {
-        Ok(self.try_acquire(key, ttl).await?.map(|token| Held {
+        let token = self.token(key);
+        let mut held = Held {
             lock: self.clone(),
-            token: Some(token),
+            token: Some(token.clone()),
             ttl,
-        }))
+        };
+        if self.take(&token, ttl).await? {
+            Ok(Some(held))
+        } else {
+            held.token = None;
+            Ok(None)
+        }
     }
 
     /// Extends the lock to `ttl` from now if `token` still holds it;
@@ -101,16 +110,29 @@ impl DistributedLock {
     }
 
     /// Takes the lock on `key` for `ttl`; `Ok(None)` when another holder has it.
+    #[cfg(test)]
     pub(crate) async fn try_acquire(
         &self,
         key: &str,
         ttl: Duration,
     ) -> Result<Option<LockToken>, L2Error> {
-        let full = self.l2.full_key(&format!("lock:{key}"));
-        let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let token = self.token(key);
+        Ok(self.take(&token, ttl).await?.then_some(token))
+    }
+
+    /// A new token for the lock on `key`.
+    fn token(&self, key: &str) -> LockToken {
+        LockToken {
+            key: self.l2.full_key(&format!("lock:{key}")),
+            token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        }
+    }
+
+    /// `SET NX PX`: whether `token` now holds its lock.
+    async fn take(&self, token: &LockToken, ttl: Duration) -> Result<bool, L2Error> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&full)
-            .arg(&token)
+        cmd.arg(&token.key)
+            .arg(&token.token)
             .arg("NX")
             .arg("PX")
             .arg(ttl_millis(ttl));
@@ -121,7 +143,7 @@ impl DistributedLock {
                 cmd.query_async(&mut conn).await
             })
             .await?;
-        Ok(acquired.map(|_| LockToken { key: full, token }))
+        Ok(acquired.is_some())
     }
 
     /// Releases the lock if `token` still holds it; `Ok(false)` when it had

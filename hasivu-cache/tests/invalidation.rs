@@ -520,6 +520,13 @@ async fn a_write_whose_round_trip_fails_is_announced_later() {
     .await;
 }
 
+/// Whether a read of L2 through `cache` works (no L2 error counted).
+async fn l2_works(cache: &Cache) -> bool {
+    let errors = cache.stats().l2_errors;
+    let _ = cache.get::<i32>("probe").await;
+    cache.stats().l2_errors == errors
+}
+
 /// An instance whose rules let the overtaking tests reach [`KEY`] through
 /// a rule.
 fn overtaking_cache(redis: &RedisServer) -> Cache {
@@ -740,6 +747,76 @@ async fn loads_after_a_write_are_kept_again() {
                 c.get::<String>(KEY).await.unwrap().as_deref(),
                 Some("v2"),
                 "{case}: the value loaded after the write is not in L2"
+            );
+        }
+    }
+}
+
+/// A write dropped half-way (its caller cancelled while Redis held it, and
+/// the connection then died, so Redis never ran it) is still made: the key
+/// left L1 before Redis was asked, and the write is queued and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_half_way_is_still_made_everywhere() {
+    for write in Write::ALL {
+        let redis = RedisServer::start();
+        let a = overtaking_cache(&redis);
+        let b = overtaking_cache(&redis);
+        synced(&a).await;
+        synced(&b).await;
+        a.set(KEY, "old".to_owned(), &support::options())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(2), async || {
+            b.get::<String>(KEY).await.unwrap().as_deref() == Some("old")
+        })
+        .await;
+        let mut conn = raw(&redis).await;
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("WRITE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(100), write.apply(&a, "new")).await;
+        assert!(dropped.is_err(), "{write:?}: Redis held it");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        // Both instances reach Redis again (their killed connections are
+        // remade), A's queue is empty and both are in sync.
+        eventually(Duration::from_secs(10), async || {
+            l2_works(&a).await
+                && l2_works(&b).await
+                && a.pending_invalidations() == 0
+                && a.stats().backplane_synced == Some(true)
+                && b.stats().backplane_synced == Some(true)
+        })
+        .await;
+        // And B has heard everything A sent.
+        let heard = b.stats().backplane_received;
+        a.set("after", 1, &support::options()).await.unwrap();
+        eventually(Duration::from_secs(5), async || {
+            b.stats().backplane_received > heard && b.get::<i32>("after").await.unwrap() == Some(1)
+        })
+        .await;
+        for (name, cache) in [("A", &a), ("B", &b)] {
+            assert_ne!(
+                cache.get::<String>(KEY).await.unwrap().as_deref(),
+                Some("old"),
+                "{write:?} dropped half-way: {name} still serves what it replaced"
             );
         }
     }
