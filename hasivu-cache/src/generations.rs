@@ -386,6 +386,11 @@ mod tests {
         assert!(g.valid("mx", 0));
         // "m" plus the first byte of "é" is not a prefix of anything.
         assert!(g.valid("m", 0));
+        // A tracked length that ends inside a character of the key is
+        // skipped, not sliced.
+        g.apply(["ab"], 2);
+        assert!(g.valid("mé", 0));
+        assert!(g.current("mé", &AtomicU64::new(0)) || !g.valid("mé", 0));
     }
 
     #[test]
@@ -399,6 +404,22 @@ mod tests {
         assert!(g.valid(&long[..299], 3));
         assert!(!g.valid(&format!("{longer}x"), 3));
         assert!(g.valid(&"q".repeat(LONG - 1), 3));
+    }
+
+    #[test]
+    fn only_tracked_prefix_lengths_are_looked_up() {
+        let mut prefixes = Prefixes::default();
+        assert!(!(0..=LONG + 5).any(|len| prefixes.has_length(len)));
+        prefixes.entry("user:");
+        prefixes.entry("");
+        prefixes.entry(&"x".repeat(70));
+        prefixes.entry(&"y".repeat(LONG + 3));
+        let tracked: Vec<usize> = (0..=LONG + 5)
+            .filter(|&len| prefixes.has_length(len))
+            .collect();
+        let long: Vec<usize> = (LONG..=LONG + 5).collect();
+        assert_eq!(tracked, [&[0, 5, 70][..], &long].concat());
+        assert_eq!(prefixes.covering("user:1").count(), 2, "\"\" and \"user:\"");
     }
 
     #[test]
