@@ -237,8 +237,6 @@ pub(crate) struct Inner<C> {
     /// Invalidations and writes that could not reach Redis, replayed on
     /// reconnect.
     pub(crate) pending: Mutex<Pending>,
-    /// Whether `pending` holds keys (read without its lock on L2 lookups).
-    pub(crate) pending_keys: std::sync::atomic::AtomicBool,
     /// Whether L2 entries can be trusted (the backplane is in sync).
     #[cfg(feature = "redis")]
     pub(crate) sync: Option<Arc<crate::backplane::SyncState>>,
@@ -503,7 +501,6 @@ impl<C: Codec> CacheBuilder<C> {
                 generations: Generations::new(),
                 origin: fastrand::u64(1..),
                 pending: Mutex::new(Pending::default()),
-                pending_keys: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "redis")]
                 sync: endpoint
                     .as_ref()

@@ -2,7 +2,7 @@
 //! here and sent to Redis, the queue of changes that could not reach
 //! Redis, and what the backplane does with messages from other instances.
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     Cache, Codec, Error, Pattern,
@@ -220,9 +220,9 @@ impl<C: Codec> Cache<C> {
 
 impl<C: Codec> Inner<C> {
     /// Invalidates `patterns` here and in Redis; returns the generation and
-    /// whether Redis took it all. It holds here before Redis is asked, and
-    /// if this call is dropped before Redis answered, it is queued for the
-    /// replay like a failure: a cancelled invalidation is still made.
+    /// whether Redis took it all. If this call is dropped before Redis
+    /// answered, it holds here and is queued for the replay like a failure:
+    /// a cancelled invalidation is still made.
     async fn invalidate_all(&self, patterns: &[Pattern]) -> (u64, bool) {
         let mut prefixes = Vec::new();
         let mut keys = Vec::new();
@@ -232,12 +232,9 @@ impl<C: Codec> Inner<C> {
                 Pattern::Key(key) => keys.push(key.as_str()),
             }
         }
+        // Keys leave L1 first, so that a call dropped half-way leaves none
+        // here; prefixes are marked by the guard then (no await needed).
         let unsent = Unsent::new(self, &prefixes, &keys);
-        // Here first: L1 entries under the prefixes are misses, and so are
-        // L2 entries until the generation from Redis replaces the mark.
-        if !prefixes.is_empty() {
-            self.generations.apply_pending(prefixes.iter().copied());
-        }
         self.generations.touch(keys.iter().copied());
         self.sweep(&prefixes, &keys).await;
         let message = self.message(Op::Invalidate, &prefixes, &keys);
@@ -259,6 +256,7 @@ impl<C: Codec> Inner<C> {
                 (generation, true)
             }
             Some(Err(())) => {
+                self.generations.apply_pending(prefixes.iter().copied());
                 self.queue(&prefixes, &keys);
                 (0, false)
             }
@@ -359,16 +357,13 @@ impl<C: Codec> Inner<C> {
             .lock()
             .expect("pending lock")
             .add(prefixes, keys);
-        if !keys.is_empty() {
-            self.pending_keys.store(true, Ordering::Release);
-        }
     }
 
     /// Whether a write of `key` made here still waits for Redis, which
-    /// then holds an older value: L2 is not read for it meanwhile.
+    /// then holds an older value: L2 is not read for it meanwhile. (A lock
+    /// per L2 lookup: nothing next to the round trip it saves.)
     pub(crate) fn queued(&self, key: &str) -> bool {
-        self.pending_keys.load(Ordering::Acquire)
-            && self.pending.lock().expect("pending lock").holds(key)
+        self.pending.lock().expect("pending lock").holds(key)
     }
 
     /// A backplane message from this instance (its generation is set by
@@ -395,7 +390,8 @@ impl<C: Codec> Inner<C> {
         for key in keys {
             self.l1.invalidate(*key).await;
             #[cfg(test)]
-            self.l1_visits.fetch_add(1, Ordering::Relaxed);
+            self.l1_visits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -415,12 +411,7 @@ impl<C: Codec> Inner<C> {
             return Ok(());
         }
         self.replay_queued(l2, &queued).await?;
-        let mut pending = self.pending.lock().expect("pending lock");
-        pending.replayed(&queued);
-        self.pending_keys.store(
-            pending.overflow || !pending.keys.is_empty(),
-            Ordering::Release,
-        );
+        self.pending.lock().expect("pending lock").replayed(&queued);
         Ok(())
     }
 
@@ -565,6 +556,8 @@ pub(crate) fn sent() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::EntryOptions;
 
@@ -660,6 +653,34 @@ mod tests {
         assert_eq!(pending.len(), 0, "nothing more is kept once it overflowed");
     }
 
+    /// A late replay (its copy taken before an earlier replay cleared the
+    /// queue) does not clear what was queued since, even once as many
+    /// additions were counted again: the count never restarts.
+    #[test]
+    fn the_addition_count_never_restarts() {
+        let mut pending = Pending::default();
+        pending.add(&[], &["k1"]);
+        pending.add(&[], &["k2"]);
+        let late = pending.clone();
+        pending.replayed(&pending.clone());
+        assert!(pending.is_empty());
+        pending.add(&[], &["k3"]);
+        pending.add(&[], &["k4"]);
+        pending.replayed(&late);
+        assert!(pending.holds("k3") && pending.holds("k4"));
+        // Across an overflow too.
+        let mut pending = Pending::default();
+        pending.add(&[], &["k1"]);
+        pending.add(&[], &["k2"]);
+        let late = pending.clone();
+        let many: Vec<String> = (0..=MAX_PENDING).map(|i| format!("m{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        pending.add(&[], &many);
+        pending.add(&[], &["k5"]);
+        pending.replayed(&late);
+        assert!(pending.overflow, "the overflow queued after the copy stays");
+    }
+
     #[test]
     fn the_bound_is_exact() {
         let mut pending = Pending::default();
@@ -704,6 +725,147 @@ mod tests {
         cache.inner.queue(&[], &many);
         assert_eq!(cache.pending_invalidations(), 1, "an overflow counts one");
         assert!(cache.inner.queued("anything"));
+    }
+
+    /// A resync (the backplane is back after missing messages) reads the
+    /// generations from Redis and flushes L1: what an invalidation this
+    /// instance never heard of covers is gone from both.
+    #[cfg(feature = "redis")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resync_reads_the_generations_and_flushes_l1() {
+        use crate::backplane::Target;
+        let redis = hasivu_testkit::RedisServer::start();
+        let cache = Cache::builder().redis(redis.url()).build().unwrap();
+        let started = std::time::Instant::now();
+        while cache.stats().backplane_synced != Some(true) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no sync");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let options = EntryOptions::new(Duration::from_secs(60));
+        cache.set("menu:1", 1_u32, &options).await.unwrap();
+        cache.set("user:1", 2_u32, &options).await.unwrap();
+        // Another service bumps `menu:` and its message is lost.
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let last: u64 = redis::cmd("GET")
+            .arg("hasivu:{generations}:seq")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        redis::pipe()
+            .cmd("HSET")
+            .arg("hasivu:{generations}")
+            .arg("menu:")
+            .arg(last + 1000)
+            .cmd("SET")
+            .arg("hasivu:{generations}:seq")
+            .arg(last + 1000)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get::<u32>("menu:1").await.unwrap(),
+            Some(1),
+            "not heard of"
+        );
+        cache.inner.resync().await.unwrap();
+        assert_eq!(cache.get::<u32>("menu:1").await.unwrap(), None);
+        assert_eq!(
+            cache.get::<u32>("user:1").await.unwrap(),
+            Some(2),
+            "from L2"
+        );
+        // Loads from now on are stamped after the bump: kept in L2.
+        let loaded = cache
+            .get_or_load("menu:2", &options, || async {
+                Ok::<_, std::io::Error>(3_u32)
+            })
+            .await
+            .unwrap();
+        assert_eq!(loaded, 3);
+        let other = Cache::builder().redis(redis.url()).build().unwrap();
+        assert_eq!(other.get::<u32>("menu:2").await.unwrap(), Some(3));
+    }
+
+    /// Every change that reached Redis counts one message sent.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn changes_count_the_messages_they_send() {
+        let recorder = SentRecorder::default();
+        let redis = hasivu_testkit::RedisServer::start();
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let cache = Cache::builder().redis(redis.url()).build().unwrap();
+                let options = EntryOptions::new(Duration::from_secs(60));
+                cache.set("a", 1, &options).await.unwrap();
+                cache.remove("a").await.unwrap();
+                cache.invalidate_key("b").await.unwrap();
+                cache.invalidate("c:*").await.unwrap();
+            });
+        });
+        assert_eq!(recorder.sent.load(Ordering::Relaxed), 4);
+    }
+
+    /// Counts `hasivu_cache_backplane_messages_total{direction="sent"}`.
+    #[derive(Debug, Default)]
+    struct SentRecorder {
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl metrics::Recorder for SentRecorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let sent = key.name() == "hasivu_cache_backplane_messages_total"
+                && key
+                    .labels()
+                    .any(|l| l.key() == "direction" && l.value() == "sent");
+            if sent {
+                metrics::Counter::from_arc(std::sync::Arc::clone(&self.sent))
+            } else {
+                metrics::Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
     }
 
     /// In strict mode, an invalidation that reached everything it had to

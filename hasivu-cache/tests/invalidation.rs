@@ -138,6 +138,9 @@ async fn a_prefix_invalidation_makes_every_instance_miss_without_deleting() {
     let done = a.invalidate("user:*").await.unwrap();
     assert!(done.propagated);
     assert!(done.generation > 0);
+    // At once on A, whose L1 held the values it set.
+    assert_eq!(a.get::<String>("user:profile:1").await.unwrap(), None);
+    assert_eq!(a.get::<String>("auth:sessions:1").await.unwrap(), None);
     // B drops its L1 copies on the backplane message, and the L2 entries
     // are misses by their stamps.
     eventually(Duration::from_secs(2), async || {
@@ -464,6 +467,36 @@ async fn an_invalidation_queued_while_redis_stalls_is_retried_without_a_reconnec
                 .is_none()
     })
     .await;
+    // Replayed, the invalidation has its generation from Redis: what is
+    // written under the prefix afterwards is valid for A too.
+    b.set("menu:weekly", "later".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get::<String>("menu:weekly").await.unwrap().as_deref(),
+        Some("later")
+    );
+}
+
+/// A write that reached Redis leaves nothing queued, and the value set is
+/// served from this instance's L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_reached_redis_is_kept_here_and_queues_nothing() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    synced(&a).await;
+    a.set("menu:1", "v".to_owned(), &options()).await.unwrap();
+    assert_eq!(a.pending_invalidations(), 0);
+    let hits = a.stats().l1_hits;
+    assert_eq!(
+        a.get::<String>("menu:1").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(a.stats().l1_hits, hits + 1, "served from L1");
+    a.remove("menu:1").await.unwrap();
+    a.invalidate_key("menu:2").await.unwrap();
+    a.invalidate("menu:*").await.unwrap();
+    assert_eq!(a.pending_invalidations(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
