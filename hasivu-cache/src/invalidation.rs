@@ -676,7 +676,10 @@ mod tests {
         let many: Vec<String> = (0..=MAX_PENDING).map(|i| format!("m{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         pending.add(&[], &many);
+        // As many additions after the copy as before it (counted on from
+        // the overflow, not from zero).
         pending.add(&[], &["k5"]);
+        pending.add(&[], &["k6"]);
         pending.replayed(&late);
         assert!(pending.overflow, "the overflow queued after the copy stays");
     }
