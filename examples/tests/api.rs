@@ -14,7 +14,6 @@ on_every_backend!(
     bad_requests_get_problem_bodies,
     menu_answers_are_compressed_once_per_coding_and_decode,
     the_limiter_answers_429_with_ratelimit_headers,
-    the_shield_blocks_an_injection_and_then_the_client,
     shutdown_lets_an_in_flight_request_finish_and_drains_pools,
     the_regression_history_survives_a_restart,
     alert_notifications_are_kept_in_the_alert_history,
@@ -26,7 +25,19 @@ async fn login_order_payment_with_cache_invalidation_and_idempotent_replays(back
 
     let health = http.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let health: Value = health.json().await.unwrap();
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({ "status": "ok" })
+    );
+    // The checks are operational (open on a loopback listener).
+    let health: Value = http
+        .get(app.url("/health/details"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["ready"], true);
     assert_eq!(health["checks"]["database"]["ok"], true);
     assert_eq!(health["checks"]["database"]["kind"], backend.database());
@@ -312,22 +323,6 @@ async fn the_limiter_answers_429_with_ratelimit_headers(backend: Backend) {
     app.stop().await;
 }
 
-async fn the_shield_blocks_an_injection_and_then_the_client(backend: Backend) {
-    let app = start(backend.config()).await;
-    let http = client();
-    let attack = http
-        .get(app.url("/menu/daily?q=1' OR '1'='1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(attack.status(), 429);
-    let problem: Value = attack.json().await.unwrap();
-    assert_eq!(problem["code"], "SECURITY_VIOLATION");
-    let after = http.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(after.status(), 429, "the client is blocked");
-    app.stop().await;
-}
-
 async fn shutdown_lets_an_in_flight_request_finish_and_drains_pools(backend: Backend) {
     let app = start(backend.config()).await;
     let http = client();
@@ -373,7 +368,7 @@ async fn the_regression_history_survives_a_restart(backend: Backend) {
         .regressions
         .lock()
         .unwrap()
-        .record_analytics(&app.state.analytics, now);
+        .flush_analytics(&app.state.analytics, now);
     // A graceful stop saves the history (a file on SQLite, Redis otherwise).
     app.stop().await;
 

@@ -23,7 +23,7 @@ async fn two_instances_on_postgres_and_redis_share_cache_and_invalidations() {
     let http = client();
 
     let health: Value = http
-        .get(a.url("/health"))
+        .get(a.url("/health/details"))
         .send()
         .await
         .unwrap()

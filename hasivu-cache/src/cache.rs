@@ -274,6 +274,8 @@ struct RedisSettings {
     breaker_open_for: Duration,
     lock_ttl: Option<Duration>,
     strict: bool,
+    /// The backplane's heartbeat: `PING` interval and silence bound.
+    heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Default for CacheBuilder {
@@ -293,6 +295,7 @@ impl Default for CacheBuilder {
                 breaker_open_for: Duration::from_secs(5),
                 lock_ttl: None,
                 strict: false,
+                heartbeat: None,
             },
         }
     }
@@ -424,6 +427,20 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// How the backplane's subscriber checks that its connection still
+    /// delivers: a `PING` over it every `every` (default 1 s); when nothing
+    /// has come back for `down_after` (default 3 s), the connection is
+    /// taken for dead, L2 is not read, and the instance reconnects,
+    /// subscribes and resyncs. A silent subscriber (a half-open connection)
+    /// is so detected within `down_after`. `every` is at least 10 ms and
+    /// `down_after` at least twice `every`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn backplane_heartbeat(mut self, every: Duration, down_after: Duration) -> Self {
+        self.redis.heartbeat = Some((every, down_after));
+        self
+    }
+
     /// Builds the cache. Metric handles are resolved here: install the
     /// `metrics` recorder before building caches.
     ///
@@ -519,6 +536,11 @@ impl<C: Codec> CacheBuilder<C> {
                 endpoint,
                 &self.redis.prefix,
                 self.redis.timeout,
+                self.redis
+                    .heartbeat
+                    .map_or_else(Default::default, |(every, down_after)| {
+                        crate::backplane::Heartbeat::new(every, down_after)
+                    }),
                 Arc::clone(sync),
                 target,
             )

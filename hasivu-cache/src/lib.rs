@@ -135,6 +135,20 @@
 //! flushes its L1. Until the replay, this instance does not read those keys
 //! from L2.
 //!
+//! **A silent subscriber is detected within 3 s.** A subscription can be
+//! lost without its connection closing: a Redis Cluster unsubscribes its
+//! shard subscribers when the channel's slot moves or its master is
+//! demoted, and a half-open TCP connection just goes quiet. An unsubscribe
+//! the instance did not ask for counts as a loss at once; and a `PING`
+//! goes over the subscribing connection every second, so a connection
+//! that has answered nothing for 3 s is taken for dead
+//! ([`CacheBuilder::backplane_heartbeat`] changes both). After a loss the
+//! instance stops reading L2, drops the connection, subscribes on a new
+//! one (on a cluster, wherever the slot now lives) and resyncs as above.
+//! The resync runs beside the subscriber, which goes on applying messages
+//! meanwhile. Received messages wait in a queue of at most 4096; a flood
+//! that overflows it costs a resync, not memory.
+//!
 //! **Sharing with other services.** Values stay plain JSON under their own
 //! names. A value another service wrote has no stamp and reads as stamp 0
 //! (or as the stamp a write from this crate left): valid until a prefix
@@ -161,7 +175,11 @@
 //! `hasivu_cache_loads_total`, `hasivu_cache_load_errors_total`,
 //! `hasivu_cache_stale_served_total`, `hasivu_cache_l2_errors_total`,
 //! `hasivu_cache_invalidations_total`,
-//! `hasivu_cache_backplane_messages_total{direction}`, and the histograms
+//! `hasivu_cache_backplane_messages_total{direction}`,
+//! `hasivu_cache_backplane_losses_total{reason}` (`unsubscribed`,
+//! `heartbeat`, `overflow`, `disconnected`: each time the backplane lost
+//! its subscription; a warning is logged when that ends a synced period),
+//! and the histograms
 //! `hasivu_cache_load_duration_seconds` and
 //! `hasivu_cache_backplane_delay_seconds` (sender's clock to receiver's).
 //!
@@ -174,6 +192,9 @@
 // backplane are compiled out and their helpers go unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 #[cfg(feature = "redis")]
 mod backplane;
 mod breaker;

@@ -163,3 +163,93 @@ async fn invalidation_and_the_sharded_backplane_work_on_a_cluster() {
     let c = cache(&cluster);
     assert_eq!(c.get::<u32>("menu:item:3").await.unwrap(), None);
 }
+
+/// One command to one node of the cluster (not through a cluster client).
+async fn node_cmd<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// Subscribers of `channel` on one node (`PUBSUB SHARDNUMSUB`).
+async fn shard_subscribers(url: &str, channel: &str) -> i64 {
+    let reply: (String, i64) = node_cmd(url, &["PUBSUB", "SHARDNUMSUB", channel]).await;
+    reply.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_backplane_slot_is_subscribed_again_on_its_new_master() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let a = cache(&cluster);
+    let b = cache(&cluster);
+    let options = EntryOptions::new(Duration::from_secs(60));
+    for cache in [&a, &b] {
+        let started = std::time::Instant::now();
+        while cache.stats().backplane_synced != Some(true) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no sync");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let channel = "hasivu:backplane";
+    let slot: i64 = node_cmd(&urls[0], &["CLUSTER", "KEYSLOT", channel]).await;
+    // Node i serves the i-th third of the slots.
+    let from = usize::try_from(slot / 5461).unwrap().min(2);
+    let to = (from + 1) % 3;
+    assert_eq!(shard_subscribers(&urls[from], channel).await, 2);
+
+    // Move the channel's (empty) slot to another master, the way a
+    // resharding or a failover does: the old master tells its shard
+    // subscribers `sunsubscribe` and keeps their connections open.
+    let slot = slot.to_string();
+    let count: i64 = node_cmd(&urls[from], &["CLUSTER", "COUNTKEYSINSLOT", &slot]).await;
+    assert_eq!(count, 0, "the test moves an empty slot");
+    let from_id: String = node_cmd(&urls[from], &["CLUSTER", "MYID"]).await;
+    let to_id: String = node_cmd(&urls[to], &["CLUSTER", "MYID"]).await;
+    let () = node_cmd(
+        &urls[to],
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+    )
+    .await;
+    let () = node_cmd(
+        &urls[from],
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+    )
+    .await;
+    for url in [&urls[to], &urls[from], &urls[3 - from - to]] {
+        let () = node_cmd(url, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).await;
+    }
+
+    // Both instances subscribe again where the slot now lives, and resync.
+    let started = std::time::Instant::now();
+    while shard_subscribers(&urls[to], channel).await != 2
+        || a.stats().backplane_synced != Some(true)
+        || b.stats().backplane_synced != Some(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the instances did not subscribe again on the slot's new master"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Messages reach B again: A's write and invalidation drop B's L1 copy.
+    a.set("user:profile:1", 1, &options).await.unwrap();
+    assert_eq!(b.get::<u32>("user:profile:1").await.unwrap(), Some(1));
+    assert!(a.invalidate("user:*").await.unwrap().propagated);
+    let started = std::time::Instant::now();
+    while b.get::<u32>("user:profile:1").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "B still serves an invalidated value"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

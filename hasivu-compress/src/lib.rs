@@ -63,6 +63,9 @@ mod layer_body;
 mod negotiate;
 mod problem;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 pub mod compression;
 pub mod decompression;
 #[cfg(feature = "fields")]

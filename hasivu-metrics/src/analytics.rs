@@ -44,16 +44,17 @@
 //! # Memory
 //!
 //! A ring of `n` slices with `k` buckets per power of two holds
-//! `(n + 1) × ((2 + 26·k) × 4 + 72)` bytes: 4-byte counters per bucket
+//! `(n + 2) × ((2 + 26·k) × 4 + 72)` bytes: 4-byte counters per bucket
 //! (a slice counts up to 2³² − 1 samples per bucket), 72 bytes of counters,
-//! and one slice being filled. With the defaults (60 × 1 min at 1%, that is
-//! 36 buckets per power of two; 168 × 1 h at 4.5%, 8 buckets):
+//! one slice being filled and one staging slice (see the cost of a sample).
+//! With the defaults (60 × 1 min at 1%, that is 36 buckets per power of
+//! two; 168 × 1 h at 4.5%, 8 buckets):
 //!
 //! | ring | slices | buckets per slice | bytes |
 //! | --- | ---: | ---: | ---: |
-//! | 1 minute, 1% (0.98%) | 61 | 938 | 233,264 |
-//! | 1 hour, 4.5% (4.34%) | 169 | 210 | 154,128 |
-//! | **per route** | | | **≈ 378 KiB** |
+//! | 1 minute, 1% (0.98%) | 62 | 938 | 237,088 |
+//! | 1 hour, 4.5% (4.34%) | 170 | 210 | 155,040 |
+//! | **per route** | | | **≈ 383 KiB** |
 //!
 //! [`PerformanceAnalytics::memory_per_route`] gives the exact figure for a
 //! configuration. Rings are allocated when a route is first seen; at most
@@ -66,11 +67,21 @@
 //! Per ring: one division to find the slice, one atomic load of its epoch,
 //! two atomic increments (bucket and sum), a load each for the minimum and
 //! maximum (a compare-and-swap only when they move) and one increment per
-//! outcome flag. No lock and no allocation; the first sample of a new
-//! slice zeroes it (a few hundred nanoseconds, once per slice).
+//! outcome flag. No lock and no allocation.
+//!
+//! The first sample of a new slice zeroes it (about a microsecond, once
+//! per slice) and nobody waits for that: samples arriving meanwhile go to a
+//! staging slice of the ring, which is moved into the new slice as soon as
+//! it is ready, by whichever writer sees that first. No sample is lost or
+//! counted twice, and no thread waits for another, however long the
+//! zeroing writer is descheduled; only a writer stalled for about a slice's
+//! width can see its sample counted in the next slice.
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -80,8 +91,30 @@ use crate::{
     Clock,
     cardinality::{OVERFLOW, Registry},
     histogram::{Counts, Layout},
-    ring::{self, Outcomes, Ring, RingSpec},
+    ring::{self, Outcomes, Ring, RingSpec, SliceRead},
 };
+
+/// How fixed intervals (of the regression detector) map onto the slices
+/// of one ring: interval `i` is slices (epochs) `i·slices + 1 ..=
+/// (i + 1)·slices`, so it starts at `i · slices · width` on the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IntervalRing {
+    /// Index of the ring.
+    pub(crate) ring: usize,
+    /// Slice width, nanoseconds.
+    pub(crate) width: u64,
+    /// Slices per interval.
+    pub(crate) slices: u64,
+    /// Slices in the ring (the one being filled included).
+    pub(crate) len: u64,
+}
+
+impl IntervalRing {
+    /// The interval's length, nanoseconds.
+    pub(crate) fn span(&self) -> u64 {
+        self.width * self.slices
+    }
+}
 
 /// Per-route rolling analytics; a cheap handle to shared state.
 ///
@@ -92,6 +125,9 @@ pub struct PerformanceAnalytics {
 }
 
 struct Inner {
+    /// Tells instances apart (for readers that keep a cursor into the
+    /// slices).
+    id: u64,
     clock: Clock,
     // Sorted by span, finest first.
     specs: Box<[RingSpec]>,
@@ -183,8 +219,10 @@ impl AnalyticsBuilder {
             })
             .collect();
         specs.sort_by_key(RingSpec::span);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         PerformanceAnalytics {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 clock: self.clock.unwrap_or_default(),
                 specs: specs.into_boxed_slice(),
                 routes: Registry::new(self.max_routes, OVERFLOW),
@@ -301,6 +339,65 @@ impl PerformanceAnalytics {
     /// `(max_routes + 1) × memory_per_route`.
     pub fn max_memory(&self) -> usize {
         (self.inner.routes.cap() + 1) * self.memory_per_route()
+    }
+
+    /// Identifies this instance (and its clones).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The clock's time, nanoseconds since its origin.
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.inner.clock.now()
+    }
+
+    /// The finest ring whose slices tile `interval` and that holds two
+    /// whole intervals besides the slice being filled.
+    pub(crate) fn interval_ring(&self, interval: Duration) -> Option<IntervalRing> {
+        let interval = u64::try_from(interval.as_nanos()).ok()?;
+        self.inner
+            .specs
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| interval > 0 && interval % spec.width == 0)
+            .map(|(ring, spec)| IntervalRing {
+                ring,
+                width: spec.width,
+                slices: interval / spec.width,
+                len: spec.len.max(2) as u64,
+            })
+            .find(|r| 2 * r.slices < r.len)
+    }
+
+    /// Every route's counts over interval `index` of `ring`: `None` when a
+    /// slice of it is still being zeroed by its first writer (read it again
+    /// later); per route, `None` when a slice of it has been reused since.
+    pub(crate) fn read_interval(
+        &self,
+        ring: &IntervalRing,
+        index: u64,
+    ) -> Option<Vec<(String, Option<Snapshot>)>> {
+        let first = index * ring.slices + 1;
+        let window = Duration::from_nanos(ring.span());
+        let mut out = Vec::new();
+        for entry in self.inner.routes.entries() {
+            let mut snapshot = self.empty(ring.ring, window);
+            snapshot.covered = window;
+            let mut gone = false;
+            for epoch in first..first + ring.slices {
+                match entry.value[ring.ring].read_slice(
+                    epoch,
+                    &mut snapshot.counts,
+                    &mut snapshot.outcomes,
+                ) {
+                    SliceRead::Filled | SliceRead::Empty => {}
+                    SliceRead::Busy => return None,
+                    SliceRead::Gone => gone = true,
+                }
+            }
+            out.push((entry.name.to_string(), (!gone).then_some(snapshot)));
+        }
+        Some(out)
     }
 
     fn ring_for(&self, window: Duration) -> usize {
@@ -511,6 +608,11 @@ impl Snapshot {
     /// The longest duration, `None` when empty.
     pub fn max(&self) -> Option<Duration> {
         (self.count() > 0).then(|| Duration::from_nanos(self.counts.max))
+    }
+
+    /// Server errors (5xx, failed services and bodies).
+    pub(crate) fn server_errors(&self) -> u64 {
+        self.outcomes.server_errors
     }
 
     /// The bound on the relative error of [`quantile`](Self::quantile) for
@@ -753,7 +855,7 @@ mod tests {
         let (_, analytics) = analytics();
         let per_route = analytics.memory_per_route();
         // The documented figure for the default rings.
-        assert!((370 * 1024..380 * 1024).contains(&per_route), "{per_route}");
+        assert!((380 * 1024..385 * 1024).contains(&per_route), "{per_route}");
         let small = PerformanceAnalytics::builder()
             .max_routes(100)
             .ring(MINUTE, 10, 0.01)

@@ -59,3 +59,20 @@ impl<E: std::error::Error + 'static> Clone for PoolError<E> {
         }
     }
 }
+
+/// Why [`PoolManager::pool`](crate::PoolManager::pool) refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolManagerError {
+    /// A pool of another manager type is registered under this type and
+    /// key.
+    #[error("pool {kind}/{key} holds another manager type than {requested}")]
+    ManagerMismatch {
+        /// The resource type asked for.
+        kind: String,
+        /// The configuration key asked for.
+        key: String,
+        /// The manager type asked for.
+        requested: &'static str,
+    },
+}

@@ -42,6 +42,9 @@
 //! | `full` | all of the above |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 #[cfg(any(
     feature = "http",
     feature = "postgres",
@@ -68,7 +71,7 @@ mod registry;
 mod status;
 
 pub use config::PoolConfig;
-pub use error::PoolError;
+pub use error::{PoolError, PoolManagerError};
 pub use manager::Manager;
 pub use pool::{Pool, PoolBuilder, Pooled};
 pub use registry::{PoolEntry, PoolManager};

@@ -37,6 +37,11 @@ pub trait Manager: Send + Sync + 'static {
     /// a ping). Called on checkout when the connection has been idle for at
     /// least [`PoolConfig::validate_after`](crate::PoolConfig); an error
     /// destroys it and the pool tries the next one.
+    ///
+    /// The check runs in the caller's `get`. If that caller is dropped
+    /// meanwhile (a client that left, a timeout around `get`), or the check
+    /// panics, the connection is destroyed rather than reused, since it may
+    /// be half-way through a round trip, and its slot is freed.
     fn validate(
         &self,
         conn: &mut Self::Connection,
@@ -48,8 +53,10 @@ pub trait Manager: Send + Sync + 'static {
         async {}
     }
 
-    /// A cheap synchronous check when a connection comes back (default:
-    /// fine). A broken connection is destroyed instead of reused.
+    /// A cheap synchronous check when a connection comes back and before an
+    /// idle one is handed out (default: fine). A broken connection is
+    /// destroyed instead of reused. It never runs under the pool's lock; a
+    /// panic in it is caught, logged and counts as broken.
     fn is_broken(&self, conn: &Self::Connection) -> bool {
         let _ = conn;
         false

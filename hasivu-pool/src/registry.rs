@@ -3,13 +3,13 @@
 use std::{
     any::Any,
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use futures_util::future::{BoxFuture, FutureExt};
 
-use crate::{DrainReport, Manager, Pool, PoolConfig, PoolStatus};
+use crate::{DrainReport, Manager, Pool, PoolConfig, PoolManagerError, PoolStatus};
 
 /// A pool of any manager, as the registry holds it.
 trait AnyPool: Send + Sync {
@@ -70,7 +70,7 @@ pub struct PoolEntry {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let pools = PoolManager::report_defaults();
-/// let db = pools.pool("database", "hasivu", Db);
+/// let db = pools.pool("database", "hasivu", Db).unwrap();
 /// assert_eq!(db.config().max_size, 5);
 /// assert_eq!(*db.get().await.unwrap(), "db");
 ///
@@ -97,7 +97,7 @@ struct Registry {
 
 impl std::fmt::Debug for PoolManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let registry = self.inner.lock().expect("pool manager lock");
+        let registry = self.registry();
         f.debug_struct("PoolManager")
             .field("kinds", &registry.kinds)
             .field("pools", &registry.pools.keys().collect::<Vec<_>>())
@@ -119,33 +119,49 @@ impl PoolManager {
             .kind("external", PoolConfig::default().max_size(10))
     }
 
+    /// The registry. Nothing panics while holding it, but should a panic
+    /// ever poison it, the maps stay consistent (each change is one map
+    /// operation), so later calls go on.
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The settings of every pool of type `kind` made from now on.
     #[must_use]
     pub fn kind(self, kind: &str, config: PoolConfig) -> Self {
-        self.inner
-            .lock()
-            .expect("pool manager lock")
-            .kinds
-            .insert(kind.to_owned(), config);
+        self.registry().kinds.insert(kind.to_owned(), config);
         self
     }
 
     /// The pool for `kind` and `key`, made with `manager` and the type's
     /// settings when there is none yet (then `manager` is dropped unused).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// When a pool of another manager type is registered under the same
-    /// type and key.
-    pub fn pool<M: Manager>(&self, kind: &str, key: &str, manager: M) -> Pool<M> {
-        let mut registry = self.inner.lock().expect("pool manager lock");
+    /// [`PoolManagerError::ManagerMismatch`] when a pool of another
+    /// manager type is registered under the same type and key (two parts
+    /// of a service disagree about what `kind`/`key` holds); the registry
+    /// is unchanged and stays usable.
+    pub fn pool<M: Manager>(
+        &self,
+        kind: &str,
+        key: &str,
+        manager: M,
+    ) -> Result<Pool<M>, PoolManagerError> {
+        let mut registry = self.registry();
         let id = (kind.to_owned(), key.to_owned());
         if let Some(existing) = registry.pools.get(&id) {
             return existing
                 .as_any()
                 .downcast_ref::<Pool<M>>()
-                .unwrap_or_else(|| panic!("pool {kind}/{key} holds another manager type"))
-                .clone();
+                .cloned()
+                .ok_or_else(|| PoolManagerError::ManagerMismatch {
+                    kind: kind.to_owned(),
+                    key: key.to_owned(),
+                    requested: std::any::type_name::<M>(),
+                });
         }
         let config = registry.kinds.get(kind).cloned().unwrap_or_default();
         let pool = Pool::builder(manager)
@@ -153,15 +169,13 @@ impl PoolManager {
             .config(config)
             .build();
         registry.pools.insert(id, Arc::new(pool.clone()));
-        pool
+        Ok(pool)
     }
 
     /// Registers a pool built elsewhere (replacing any under the same type
     /// and key).
     pub fn insert<M: Manager>(&self, kind: &str, key: &str, pool: Pool<M>) {
-        self.inner
-            .lock()
-            .expect("pool manager lock")
+        self.registry()
             .pools
             .insert((kind.to_owned(), key.to_owned()), Arc::new(pool));
     }
@@ -169,7 +183,7 @@ impl PoolManager {
     /// The pool for `kind` and `key`, if it exists and holds `M`'s
     /// connections.
     pub fn get<M: Manager>(&self, kind: &str, key: &str) -> Option<Pool<M>> {
-        let registry = self.inner.lock().expect("pool manager lock");
+        let registry = self.registry();
         registry
             .pools
             .get(&(kind.to_owned(), key.to_owned()))?
@@ -204,7 +218,7 @@ impl PoolManager {
 
     /// Every pool with its type and key, taken out of the lock.
     fn snapshot(&self) -> Vec<(String, String, Arc<dyn AnyPool>)> {
-        let registry = self.inner.lock().expect("pool manager lock");
+        let registry = self.registry();
         registry
             .pools
             .iter()

@@ -20,14 +20,24 @@ pub struct Closes {
     pub broken: u64,
     /// Closed by a drain.
     pub drain: u64,
+    /// Closed because the caller was dropped (a client that left, a
+    /// timeout around `get`) while the connection was being checked: its
+    /// state is unknown.
+    pub cancelled: u64,
 }
 
 /// Acquire waits, summarised from a log-scale histogram (buckets double
 /// from 1 µs, so quantiles are within a factor of two).
+///
+/// Every acquire that ended counts, with the time until it ended: served,
+/// timed out (so a timeout is the longest wait of all, and p99 does not
+/// hide them), or failed with another error. Acquires whose caller was
+/// dropped before they ended are not counted. The
+/// `hasivu_pool_acquire_wait_seconds` histogram records the same waits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WaitSummary {
-    /// Acquires measured.
+    /// Acquires that ended (served or failed).
     pub count: u64,
     /// Median wait (upper bound of its bucket).
     pub p50: Duration,
@@ -64,7 +74,7 @@ pub struct PoolStatus {
     pub timeouts: u64,
     /// Closed connections by reason.
     pub closes: Closes,
-    /// Acquire waits.
+    /// Acquire waits, failed acquires included.
     pub wait: WaitSummary,
     /// Whether the circuit breaker is refusing acquires.
     pub breaker_open: bool,
@@ -87,6 +97,7 @@ pub(crate) struct Counters {
     pub(crate) close_uses: AtomicU64,
     pub(crate) close_broken: AtomicU64,
     pub(crate) close_drain: AtomicU64,
+    pub(crate) close_cancelled: AtomicU64,
     waits: [AtomicU64; BUCKETS],
     max_wait_nanos: AtomicU64,
 }
@@ -99,6 +110,7 @@ pub(crate) enum CloseReason {
     Uses,
     Broken,
     Drain,
+    Cancelled,
 }
 
 impl CloseReason {
@@ -109,6 +121,7 @@ impl CloseReason {
             CloseReason::Uses => "uses",
             CloseReason::Broken => "broken",
             CloseReason::Drain => "drain",
+            CloseReason::Cancelled => "cancelled",
         }
     }
 }
@@ -124,6 +137,7 @@ impl Default for Counters {
             close_uses: AtomicU64::new(0),
             close_broken: AtomicU64::new(0),
             close_drain: AtomicU64::new(0),
+            close_cancelled: AtomicU64::new(0),
             waits: std::array::from_fn(|_| AtomicU64::new(0)),
             max_wait_nanos: AtomicU64::new(0),
         }
@@ -138,6 +152,7 @@ impl Counters {
             CloseReason::Uses => &self.close_uses,
             CloseReason::Broken => &self.close_broken,
             CloseReason::Drain => &self.close_drain,
+            CloseReason::Cancelled => &self.close_cancelled,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -159,6 +174,7 @@ impl Counters {
             uses: self.close_uses.load(Relaxed),
             broken: self.close_broken.load(Relaxed),
             drain: self.close_drain.load(Relaxed),
+            cancelled: self.close_cancelled.load(Relaxed),
         }
     }
 

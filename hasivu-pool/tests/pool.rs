@@ -355,8 +355,15 @@ async fn drain_refuses_wakes_waits_and_destroys() {
     // Idle connections are destroyed at once.
     let (pool, manager) = self::pool(quiet().max_size(1));
     drop(pool.get().await.unwrap());
+    let started = tokio::time::Instant::now();
     let report = pool.drain(Duration::from_secs(1)).await;
     assert_eq!(report.destroyed_idle, 1);
+    assert_eq!(report.still_checked_out, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "nothing to wait for"
+    );
+    assert_eq!(pool.status().size, 0);
     assert_eq!(manager.live.load(Ordering::SeqCst), 0);
 }
 
@@ -388,8 +395,10 @@ async fn a_dead_backend_does_not_starve_another_pool() {
         .kind("redis", quiet().max_size(2).breaker_threshold(2));
     let redis = Arc::new(Counting::default());
     redis.failing.store(true, Ordering::SeqCst);
-    let redis_pool = pools.pool("redis", "cache", Arc::clone(&redis));
-    let db_pool = pools.pool("database", "hasivu", Arc::new(Counting::default()));
+    let redis_pool = pools.pool("redis", "cache", Arc::clone(&redis)).unwrap();
+    let db_pool = pools
+        .pool("database", "hasivu", Arc::new(Counting::default()))
+        .unwrap();
     for _ in 0..5 {
         assert!(redis_pool.get().await.is_err());
     }
@@ -605,4 +614,355 @@ async fn broken_idle_connections_are_never_handed_out() {
     let status = pool.status();
     assert_eq!(status.creates, 2);
     assert_eq!(status.closes.broken, 2);
+}
+
+/// Connections are numbers; `is_broken` panics while `panicking` is set.
+#[derive(Default)]
+struct PanickyCheck {
+    next: AtomicU32,
+    panicking: AtomicBool,
+}
+
+impl Manager for PanickyCheck {
+    type Connection = u32;
+    type Error = Refused;
+
+    async fn create(&self) -> Result<u32, Refused> {
+        Ok(self.next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    async fn validate(&self, _conn: &mut u32) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    fn is_broken(&self, _conn: &u32) -> bool {
+        assert!(
+            !self.panicking.load(Ordering::SeqCst),
+            "is_broken panics (a bug in a manager)"
+        );
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_is_broken_retires_the_connection_instead_of_leaking_it() {
+    // Fresh idle connections, and ones due for a check (which would pass).
+    for validate_after in [Duration::from_secs(60), Duration::ZERO] {
+        let pool = Pool::builder(Arc::new(PanickyCheck::default()))
+            .config(
+                quiet()
+                    .max_size(1)
+                    .validate_after(validate_after)
+                    .acquire_timeout(Duration::from_secs(1)),
+            )
+            .build();
+        drop(pool.get().await.unwrap());
+        pool.manager().panicking.store(true, Ordering::SeqCst);
+        // On checkout: the idle connection counts as broken and a new one
+        // is made; on return: the connection is retired.
+        let got = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(|c| *c) }
+        })
+        .await;
+        assert!(
+            matches!(got, Ok(Ok(1))),
+            "a fresh connection instead of the panic ({validate_after:?}): {got:?}"
+        );
+        let status = pool.status();
+        assert_eq!(status.size, 0, "both retired: {status:?}");
+        assert_eq!(status.closes.broken, 2, "{status:?}");
+        pool.manager().panicking.store(false, Ordering::SeqCst);
+        assert_eq!(*pool.get().await.unwrap(), 2, "the pool serves on");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_waiters_get_the_probe_before_a_newcomer() {
+    let manager = Arc::new(Counting::default());
+    // Built outside a runtime, the pool has no background task: who gets
+    // the probe is decided by the callers' order alone.
+    let pool = std::thread::spawn({
+        let manager = Arc::clone(&manager);
+        move || {
+            Pool::builder(manager)
+                .config(
+                    quiet()
+                        .max_size(2)
+                        .breaker_threshold(1)
+                        .retry_initial(Duration::from_millis(100))
+                        .retry_max(Duration::from_millis(100))
+                        .acquire_timeout(Duration::from_secs(10)),
+                )
+                .build()
+        }
+    })
+    .join()
+    .unwrap();
+    let a = pool.get().await.unwrap();
+    let mut b = pool.get().await.unwrap();
+    let waiter = |pool: &Pool<Arc<Counting>>| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| *c) })
+    };
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let w1 = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let w2 = tokio::spawn({
+        let (pool, order) = (pool.clone(), Arc::clone(&order));
+        async move {
+            let conn = pool.get().await;
+            order.lock().unwrap().push("w2");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            conn.map(|c| *c)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // W1 gets B's slot and fails: the breaker opens, W2 stays queued.
+    manager.failing.store(true, Ordering::SeqCst);
+    b.mark_broken();
+    drop(b);
+    assert!(matches!(w1.await.unwrap(), Err(PoolError::Backend(_))));
+    manager.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The probe is due. A newcomer arrives before anyone else asks: the
+    // probe goes to W2, who has waited longest; the newcomer queues
+    // behind it.
+    let newcomer = pool.get().await.map(|c| *c);
+    order.lock().unwrap().push("newcomer");
+    assert!(newcomer.is_ok(), "{newcomer:?}");
+    assert!(w2.await.unwrap().is_ok());
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["w2", "newcomer"],
+        "the waiter queued first is served first"
+    );
+    drop(a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_percentiles_count_timeouts_and_failures_too() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(100)),
+    );
+    let held = pool.get().await.unwrap();
+    assert!(matches!(pool.get().await, Err(PoolError::Timeout { .. })));
+    let wait = pool.status().wait;
+    assert_eq!(wait.count, 2, "the timeout is counted: {wait:?}");
+    assert!(
+        wait.max >= Duration::from_millis(100),
+        "the longest wait is the timeout's: {wait:?}"
+    );
+    assert!(wait.p99 >= Duration::from_millis(100), "{wait:?}");
+    // A failed creation is an acquire that ended too.
+    let mut held = held;
+    held.mark_broken();
+    drop(held);
+    manager.failing.store(true, Ordering::SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::Backend(_))));
+    assert_eq!(pool.status().wait.count, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manager_type_mismatch_is_an_error_and_leaves_the_pool_manager_usable() {
+    let pools = hasivu_pool::PoolManager::new();
+    let counting = pools
+        .pool("database", "main", Arc::new(Counting::default()))
+        .unwrap();
+    let mismatch = pools.pool("database", "main", Arc::new(PanickyCheck::default()));
+    match mismatch {
+        Err(hasivu_pool::PoolManagerError::ManagerMismatch {
+            kind,
+            key,
+            requested,
+        }) => {
+            assert_eq!((kind.as_str(), key.as_str()), ("database", "main"));
+            assert!(requested.contains("PanickyCheck"), "{requested}");
+        }
+        other => panic!("expected a mismatch: {other:?}"),
+    }
+    // Every later call still works, and the registered pool is untouched.
+    assert_eq!(pools.status().len(), 1);
+    let again = pools.get::<Arc<Counting>>("database", "main").unwrap();
+    drop(again.get().await.unwrap());
+    assert_eq!(counting.status().creates, 1);
+    assert!(
+        pools
+            .pool("database", "main", Arc::new(Counting::default()))
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_reports_its_name_settings_and_status() {
+    let (pool, _) = pool(quiet().max_size(3));
+    assert_eq!(pool.name(), "test");
+    assert_eq!(pool.config().max_size, 3);
+    let conn = pool.get().await.unwrap();
+    let debug = format!("{pool:?}");
+    assert!(
+        debug.starts_with("Pool") && debug.contains("in_use: 1"),
+        "{debug}"
+    );
+    drop(conn);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetime_jitter_only_ever_shortens_a_lifetime_by_its_share() {
+    // The pool's jitter draws from this thread's generator.
+    fastrand::seed(7);
+    let (pool, _) = pool(
+        quiet()
+            .max_size(20)
+            .max_lifetime(Duration::from_secs(600))
+            .lifetime_jitter(0.5)
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    let all: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    drop(all);
+    // Every connection lives at least half its lifetime.
+    tokio::time::sleep(Duration::from_secs(290)).await;
+    let again: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    let status = pool.status();
+    assert_eq!(status.closes.lifetime, 0, "{status:?}");
+    assert_eq!(status.creates, 20, "all reused: {status:?}");
+    drop(again);
+    // And none lives longer than the whole of it.
+    tokio::time::sleep(Duration::from_secs(311)).await;
+    let again: Vec<_> = futures_util::future::join_all((0..20).map(|_| pool.get())).await;
+    assert_eq!(pool.status().closes.lifetime, 20);
+    drop(again);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_found_too_old_at_checkout_frees_its_slot() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .max_lifetime(Duration::from_secs(10))
+            .lifetime_jitter(0.0)
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    drop(pool.get().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(*pool.get().await.unwrap(), 1, "a fresh one");
+    let status = pool.status();
+    assert_eq!(status.size, 1, "{status:?}");
+    assert_eq!(status.closes.lifetime, 1, "{status:?}");
+    tokio::task::yield_now().await;
+    assert_eq!(manager.live.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_use_limit_a_connection_is_reused_indefinitely() {
+    let (pool, _) = pool(quiet().max_size(1).max_uses(0));
+    for _ in 0..5 {
+        assert_eq!(*pool.get().await.unwrap(), 0);
+    }
+    assert_eq!(pool.status().closes.uses, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_acquire_timeout_cuts_a_slow_creation_short_and_says_so() {
+    // The acquire timeout is the shorter: the caller's `Timeout`.
+    let (pool, manager) = pool(
+        quiet()
+            .acquire_timeout(Duration::from_millis(100))
+            .create_timeout(Duration::from_secs(5)),
+    );
+    manager.create_delay_ms.store(10_000, Ordering::SeqCst);
+    let outcome = pool.get().await;
+    assert!(
+        matches!(outcome, Err(PoolError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(pool.status().timeouts, 1);
+    // The create timeout is the shorter, or equal: `CreateTimeout`.
+    for create_ms in [100, 50] {
+        let (pool, manager) = self::pool(
+            quiet()
+                .acquire_timeout(Duration::from_millis(100))
+                .create_timeout(Duration::from_millis(create_ms)),
+        );
+        manager.create_delay_ms.store(10_000, Ordering::SeqCst);
+        let outcome = pool.get().await;
+        assert!(
+            matches!(outcome, Err(PoolError::CreateTimeout(t)) if t == Duration::from_millis(create_ms)),
+            "create timeout {create_ms} ms: {outcome:?}"
+        );
+        assert_eq!(pool.status().timeouts, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_counts_waiters_and_creations_apart_from_connections_in_use() {
+    let (pool, manager) = pool(quiet().max_size(2));
+    let held = pool.get().await.unwrap();
+    manager.create_delay_ms.store(50, Ordering::SeqCst);
+    let creating = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(|_| ()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.creating, status.in_use, status.idle),
+        (2, 1, 1, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.waiters, 2, "{status:?}");
+    drop(held);
+    assert!(creating.await.unwrap().is_ok());
+    for waiter in waiting {
+        assert!(waiter.await.unwrap().is_ok());
+    }
+    assert_eq!(pool.status().waiters, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_breaker_open_and_nothing_alive_every_waiter_learns_at_once() {
+    let (pool, manager) = pool(
+        quiet()
+            .max_size(1)
+            .breaker_threshold(1)
+            .retry_initial(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30)),
+    );
+    let mut only = pool.get().await.unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                (pool.get().await.map(|_| ()), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    manager.failing.store(true, Ordering::SeqCst);
+    only.mark_broken();
+    drop(only);
+    // The first waiter gets the slot and fails; the others are told the
+    // backend is unavailable at once, not at their 30 s timeout.
+    let mut waiters = waiters.into_iter();
+    let (first, _) = waiters.next().unwrap().await.unwrap();
+    assert!(matches!(first, Err(PoolError::Backend(_))), "{first:?}");
+    for waiter in waiters {
+        let (outcome, waited) = waiter.await.unwrap();
+        assert!(
+            matches!(outcome, Err(PoolError::Unavailable { .. })),
+            "{outcome:?}"
+        );
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+    }
+    assert_eq!(pool.status().waiters, 0);
 }

@@ -1,12 +1,13 @@
 //! The PostgreSQL adapter against a real server: queries through the pool
-//! from many tasks, statements prepared per connection, and an outage in
-//! the middle of a test.
+//! from many tasks, statements prepared per connection, an outage in the
+//! middle of a test, and network faults through a proxy (a stall, a
+//! half-open connection).
 #![cfg(feature = "postgres")]
 
 use std::time::{Duration, Instant};
 
 use hasivu_pool::{Pool, PoolConfig, PoolError, PostgresManager, PostgresManagerError};
-use hasivu_testkit::PostgresServer;
+use hasivu_testkit::{FaultProxy, PostgresServer};
 
 /// Short timeouts so an outage is seen and healed within a test, and a
 /// long acquire timeout so "fast" cannot mean "timed out".
@@ -203,4 +204,131 @@ async fn with_postgres_stopped_acquires_fail_fast_with_the_real_error_then_the_p
         .unwrap()
         .get(0);
     assert_eq!(kept, 7, "same server, same data, same pool");
+}
+
+/// A pool connecting through `proxy`, with a short check timeout.
+fn proxied_pool(
+    pg: &PostgresServer,
+    proxy: &FaultProxy,
+    name: &str,
+    acquire: Duration,
+) -> Pool<PostgresManager> {
+    let url = proxy.postgres_url(&pg.url());
+    Pool::builder(PostgresManager::from_url(&url).expect("a valid url"))
+        .name(name)
+        .config(
+            config()
+                .min_idle(0)
+                .acquire_timeout(acquire)
+                .validate_timeout(Duration::from_millis(200)),
+        )
+        .build()
+}
+
+/// Gets `n` connections at once and returns them, retrying (a loaded
+/// machine may be slow to connect) for up to 10 s.
+async fn warm(pool: &Pool<PostgresManager>, n: usize) {
+    let started = Instant::now();
+    loop {
+        let all: Vec<_> = futures_util::future::join_all((0..n).map(|_| pool.get())).await;
+        if all.iter().all(Result::is_ok) {
+            return;
+        }
+        drop(all);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const ACQUIRE: Duration = Duration::from_millis(500);
+/// Room for a loaded machine's scheduling on top of the acquire timeout;
+/// a hang would last forever.
+const SLACK: Duration = Duration::from_secs(2);
+
+/// Waits (polling, up to 10 s) until `select_one` answers through `pool`.
+async fn until_served(pool: &Pool<PostgresManager>) -> Duration {
+    let started = Instant::now();
+    loop {
+        match select_one(pool).await {
+            Ok(one) => {
+                assert_eq!(one, 1);
+                return started.elapsed();
+            }
+            Err(error) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "not serving again after 10 s: {error}; {:?}",
+                    pool.status()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_stalled_acquires_are_bounded_and_the_same_pool_serves_after_healing() {
+    let pg = PostgresServer::start();
+    let proxy = FaultProxy::start(pg.addr());
+    let pool = proxied_pool(&pg, &proxy, "postgres-stalled", ACQUIRE);
+    warm(&pool, 3).await;
+    until_served(&pool).await;
+
+    // The network stops moving bytes without closing anything: idle
+    // connections hang in their check, new ones in their handshake.
+    proxy.stall();
+    for round in 0..2 {
+        let acquires = (0..6).map(|_| async {
+            let started = Instant::now();
+            let outcome = pool.get().await.map(|_| ());
+            (outcome, started.elapsed())
+        });
+        for (outcome, waited) in futures_util::future::join_all(acquires).await {
+            assert!(outcome.is_err(), "nothing answers while stalled");
+            assert!(
+                waited < ACQUIRE + SLACK,
+                "round {round}: an acquire hung for {waited:?} (acquire timeout {ACQUIRE:?}): {outcome:?}"
+            );
+        }
+    }
+    let status = pool.status();
+    assert_eq!(status.in_use, 0, "{status:?}");
+    assert!(status.size <= 3, "{status:?}");
+
+    proxy.heal();
+    let healed = until_served(&pool).await;
+    eprintln!("postgres stalled then healed: served again {healed:?} after healing");
+    let status = pool.status();
+    assert_eq!(status.in_use, 0, "{status:?}");
+    assert!(status.size <= 3, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_idle_connection_is_caught_by_its_check_and_replaced() {
+    let pg = PostgresServer::start();
+    let proxy = FaultProxy::start(pg.addr());
+    let pool = proxied_pool(&pg, &proxy, "postgres-half-open", Duration::from_secs(30));
+    warm(&pool, 1).await;
+    assert_eq!(pool.status().idle, 1);
+
+    // The idle connection's peer vanishes without a FIN or RST: the client
+    // cannot tell. New connections work again.
+    proxy.half_open();
+    proxy.heal();
+    assert_eq!(
+        select_one(&pool).await.unwrap(),
+        1,
+        "served by a new connection"
+    );
+    let status = pool.status();
+    assert_eq!(
+        status.closes.broken, 1,
+        "the dead one was retired: {status:?}"
+    );
+    assert_eq!(status.creates, 2, "and replaced: {status:?}");
+    assert_eq!(status.in_use, 0, "{status:?}");
 }

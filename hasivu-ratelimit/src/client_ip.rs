@@ -42,6 +42,17 @@ impl Cidr {
         if prefix > max {
             return Err(error());
         }
+        // `::ffff:10.0.0.0/104` is `10.0.0.0/8`: kept in IPv4 form, as
+        // addresses are compared.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            return Ok(Self {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
         Ok(Self { addr, prefix })
     }
 
@@ -53,11 +64,17 @@ impl Cidr {
                 masked(u128::from(u32::from(net)), 32, self.prefix)
                     == masked(u128::from(u32::from(ip)), 32, self.prefix)
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            (IpAddr::V6(net), ip) => {
+                // An IPv4 address lies in an IPv6 network as its mapped
+                // form (`::/0` holds it, `2001:db8::/32` does not).
+                let ip = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
                 masked(u128::from(net), 128, self.prefix)
                     == masked(u128::from(ip), 128, self.prefix)
             }
-            _ => false,
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
 }
@@ -86,7 +103,7 @@ fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -269,6 +286,39 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_contain_their_addresses_in_both_forms() {
+        for (net, inside, outside) in [
+            ("::ffff:10.0.0.0/104", "10.1.2.3", "11.0.0.1"),
+            ("::ffff:10.0.0.1", "10.0.0.1", "10.0.0.2"),
+            ("10.0.0.0/8", "::ffff:10.1.2.3", "::ffff:11.0.0.1"),
+        ] {
+            let cidr = Cidr::parse(net).unwrap();
+            for form in [ip(inside), mapped(ip(inside))] {
+                assert!(cidr.contains(form), "{net} contains {form}");
+            }
+            for form in [ip(outside), mapped(ip(outside))] {
+                assert!(!cidr.contains(form), "{net} does not contain {form}");
+            }
+        }
+        // A network wider than the mapped range still holds mapped
+        // addresses, and IPv6 ones too.
+        let wide = Cidr::parse("::/0").unwrap();
+        assert!(wide.contains(ip("192.0.2.1")) && wide.contains(ip("2001:db8::1")));
+        assert!(
+            !Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("192.0.2.1"))
+        );
+    }
+
+    fn mapped(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+            v6 => v6,
+        }
     }
 
     #[test]

@@ -67,11 +67,15 @@
 //! | Feature | Default | Enables |
 //! |---|---|---|
 //! | `tower` | yes | the tower layer (`http` module) |
+//! | `gzip` | yes | the shield decodes `gzip` and `deflate` request bodies to inspect them (flate2, pure-Rust zlib-rs backend); implies `tower` |
 //! | `axum` | no | reads the peer from axum's `ConnectInfo<SocketAddr>` |
 //! | `redis` | no | `RedisStore`, `LeaseConfig`, `RedisMemory`, the crate's `Error`, the shield's `RedisBlocklist` |
 //! | `cluster` | no | Redis Cluster for the Redis store (`RedisStore::cluster`); implies `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
 mod client_ip;
 mod decision;
 mod duration;

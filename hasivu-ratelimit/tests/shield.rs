@@ -17,7 +17,7 @@ use hasivu_ratelimit::shield::RedisBlocklist;
 use hasivu_ratelimit::{
     TrustedProxies,
     http::{ClientIpKey, PeerAddr},
-    shield::{Action, Blocklist, InspectedBody, ShieldLayer, ShieldVerdict},
+    shield::{Action, Blocklist, InspectedBody, ShieldLayer, ShieldVerdict, Strikes},
 };
 #[cfg(feature = "redis")]
 use hasivu_testkit::RedisServer;
@@ -29,16 +29,21 @@ use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
 /// The inner service: answers 404 under `/missing`, 200 elsewhere, and
-/// reports the shield's score and the body it received.
+/// reports the shield's score and reasons and the body it received.
 async fn app<B>(request: Request<InspectedBody<B>>) -> Result<Response<Full<Bytes>>, Infallible>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let score = request
-        .extensions()
-        .get::<ShieldVerdict>()
-        .map_or(0, |v| v.score);
+    let verdict = request.extensions().get::<ShieldVerdict>();
+    let score = verdict.map_or(0, |v| v.score);
+    let reasons = verdict.map_or_else(String::new, |v| {
+        v.findings
+            .iter()
+            .map(|f| f.reason)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     let status = if request.uri().path().starts_with("/missing") {
         StatusCode::NOT_FOUND
     } else {
@@ -53,6 +58,7 @@ where
     Ok(Response::builder()
         .status(status)
         .header("x-score", score)
+        .header("x-reasons", reasons)
         .header("x-body-len", body.len())
         .body(Full::new(body))
         .unwrap())
@@ -287,7 +293,9 @@ async fn a_redis_blocklist_is_shared_by_two_instances() {
     let redis = RedisServer::start();
     let a_list = redis_blocklist(&redis, "test:shared:");
     let b_list = redis_blocklist(&redis, "test:shared:");
+    // Blocks at the first violation: the test is about sharing them.
     let a = ShieldLayer::new()
+        .strikes(Strikes::first())
         .blocklist(a_list.clone())
         .layer(service_fn(app::<Full<Bytes>>));
     let b = ShieldLayer::new()
@@ -367,6 +375,7 @@ async fn a_redis_outage_never_blocks_traffic() {
     let mut redis = RedisServer::start();
     let list = redis_blocklist(&redis, "test:outage:");
     let service = ShieldLayer::new()
+        .strikes(Strikes::first())
         .blocklist(list.clone())
         .layer(service_fn(app::<Full<Bytes>>));
     let answer = service
@@ -424,9 +433,12 @@ async fn a_redis_outage_never_blocks_traffic() {
 
 #[tokio::test]
 async fn a_spoofed_forwarded_for_cannot_get_another_address_blocked() {
-    let layer = ShieldLayer::new().client_ip(ClientIpKey::trusted_proxies(
-        TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
-    ));
+    let layer =
+        ShieldLayer::new()
+            .strikes(Strikes::first())
+            .client_ip(ClientIpKey::trusted_proxies(
+                TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
+            ));
     let blocklist = layer.get_blocklist().clone();
     let service = layer.layer(service_fn(app::<Full<Bytes>>));
     let victim = ip("203.0.113.50");
@@ -588,4 +600,208 @@ async fn huge_inputs_cost_bounded_time() {
         (16 * 1024 * 1024 + 6).to_string().as_str(),
         "every byte reached the service"
     );
+}
+
+/// `{"a":"&amp;amp;amp;…"}`: `repetitions` levels of nested entities.
+fn nested_entities(repetitions: usize) -> String {
+    format!("{{\"a\":\"&{}\"}}", "amp;".repeat(repetitions))
+}
+
+#[tokio::test]
+async fn nested_entities_in_a_body_are_answered() {
+    let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+    // 32 KB, as reported, and 64 KB, the most the shield reads.
+    for (n, repetitions) in [(1, 8_000), (2, 16_000)] {
+        let body = nested_entities(repetitions);
+        assert!(body.len() <= 64 * 1024);
+        let peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 70 + n));
+        let answer = service
+            .clone()
+            .oneshot(json(peer, "/orders", body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{} bytes", body.len());
+        assert_eq!(answer.headers()["x-score"], "0", "text, not script");
+        assert_eq!(
+            answer.headers()["x-body-len"],
+            body.len().to_string().as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_violation_rejects_the_request_and_blocks_no_one() {
+    let layer = ShieldLayer::new();
+    let blocklist = layer.get_blocklist().clone();
+    let service = layer.layer(service_fn(app::<Full<Bytes>>));
+    // A page embeds `<img src="https://api/menu/daily?q=1'+OR+'1'='1">`:
+    // the browser of a visitor behind a school's one NAT address sends it.
+    let school = ip("203.0.113.80");
+    let answer = service
+        .clone()
+        .oneshot(request(school, "/menu/daily?q=1%27+OR+%271%27%3D%271"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(answer.headers().get("retry-after").is_none());
+    assert!(blocklist.entries().await.unwrap().is_empty());
+    // Every other visitor behind that address still gets the menu.
+    let answer = service
+        .oneshot(request(school, "/menu/daily"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
+/// A JSON body sent with `Content-Encoding: coding`.
+fn encoded(peer: IpAddr, coding: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    let mut r = Request::post("/orders")
+        .header("user-agent", BROWSER)
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    r.extensions_mut().insert(PeerAddr((peer, 40_000).into()));
+    r
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// HTTP's `deflate`: the zlib format.
+#[cfg(feature = "gzip")]
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[cfg(feature = "gzip")]
+#[tokio::test]
+async fn gzip_and_deflate_bodies_are_inspected_decoded() {
+    let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+    let attack = br#"{"q":"1' UNION SELECT password FROM users--"}"#;
+    let clean = br#"{"note":"O'Brien, 2104 GRANT AVE #A","qty":2}"#;
+    type Encode = fn(&[u8]) -> Vec<u8>;
+    let codings: [(&str, Encode); 4] = [
+        ("gzip", gzip),
+        ("x-gzip", gzip),
+        ("deflate", zlib),
+        ("GZIP", gzip),
+    ];
+    for (n, (coding, encode)) in (1u8..).zip(codings) {
+        let answer = service
+            .clone()
+            .oneshot(encoded(
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)),
+                coding,
+                encode(attack),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS, "{coding}");
+        // The same, clean: it passes, and the service (or the decompression
+        // layer in front of it) gets the bytes as sent.
+        let sent = encode(clean);
+        let answer = service
+            .clone()
+            .oneshot(encoded(
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100 + n)),
+                coding,
+                sent.clone(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{coding}");
+        assert_eq!(answer.headers()["x-score"], "0", "{coding}");
+        assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), sent);
+    }
+    // `identity` is no coding at all.
+    let answer = service
+        .oneshot(encoded(ip("192.0.2.99"), "identity", attack.to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[cfg(feature = "gzip")]
+#[tokio::test]
+async fn a_gzip_bomb_is_decoded_only_as_far_as_the_limit() {
+    let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+    // 10 MB of zeros after the JSON, in about 10 KB (ten gzip members of
+    // 1 MB, which compress faster than one of 10 MB): the prefix within
+    // the body limit is inspected, the rest never decoded.
+    let zeros = gzip(&vec![b'0'; 1 << 20]);
+    let bomb = |head: &str| {
+        let mut first = head.as_bytes().to_vec();
+        first.resize(1 << 20, b'0');
+        let mut sent = gzip(&first);
+        for _ in 1..10 {
+            sent.extend_from_slice(&zeros);
+        }
+        sent
+    };
+    let sent = bomb(r#"{"note":"lunch at noon","pad":""#);
+    assert!(sent.len() < 64 * 1024, "{}", sent.len());
+    let answer = service
+        .clone()
+        .oneshot(encoded(ip("192.0.2.120"), "gzip", sent.clone()))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()["x-score"], "0");
+    assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), sent);
+    let answer = service
+        .oneshot(encoded(
+            ip("192.0.2.121"),
+            "gzip",
+            bomb(r#"{"q":"' OR '1'='1","pad":""#),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn bodies_in_codings_the_shield_does_not_decode_are_scored() {
+    let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+    // An injection the shield cannot read, whatever it is.
+    let hidden = gzip(&gzip(br#"{"q":"1' OR '1'='1"}"#));
+    for (n, coding) in (1u8..).zip(["br", "zstd", "gzip, gzip", "compress", "x-unknown"]) {
+        let answer = service
+            .clone()
+            .oneshot(encoded(
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 130 + n)),
+                coding,
+                hidden.clone(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::OK,
+            "{coding}: scored, not refused"
+        );
+        assert_eq!(answer.headers()["x-reasons"], "undecoded_body", "{coding}");
+        assert_eq!(answer.headers()["x-score"], "2", "{coding}");
+        assert_eq!(
+            answer.into_body().collect().await.unwrap().to_bytes(),
+            hidden
+        );
+    }
+    // The weight is a setting.
+    let service = ShieldLayer::new()
+        .undecoded_body_weight(5)
+        .layer(service_fn(app::<Full<Bytes>>));
+    let answer = service
+        .oneshot(encoded(ip("192.0.2.140"), "br", hidden))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
 }

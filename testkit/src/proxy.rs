@@ -45,6 +45,10 @@ struct Faults {
     /// Bumped by [`FaultProxy::reset`]: connections open at that moment
     /// are reset.
     resets: u64,
+    /// Bumped by [`FaultProxy::half_open`]: connections open at that
+    /// moment are dead, even if no byte crosses them before a heal (the
+    /// mode alone may be back to `Pass` by the time they look).
+    half_opens: u64,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +104,7 @@ impl FaultProxy {
             latency: Duration::ZERO,
             close_after: None,
             resets: 0,
+            half_opens: 0,
         });
         let counters = Arc::new(Counters::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -181,7 +186,10 @@ impl FaultProxy {
     /// made while half-open are dead the same way; those made after
     /// healing work.
     pub fn half_open(&self) {
-        self.edit(|f| f.mode = Mode::HalfOpen);
+        self.edit(|f| {
+            f.mode = Mode::HalfOpen;
+            f.half_opens += 1;
+        });
     }
 
     /// Resets (RST) every connection open now; new ones work.
@@ -282,6 +290,7 @@ async fn connection(
     let resets = start.resets;
     let link = Link {
         dead: AtomicBool::new(start.mode == Mode::HalfOpen),
+        half_opens: start.half_opens,
         forwarded: AtomicU64::new(0),
         limit: std::sync::Mutex::new((start.close_after, 0)),
         counters,
@@ -323,6 +332,8 @@ async fn connection(
 struct Link<'a> {
     /// Half-open: drop everything, forever.
     dead: AtomicBool,
+    /// [`Faults::half_opens`] when the connection opened.
+    half_opens: u64,
     /// Bytes forwarded both ways.
     forwarded: AtomicU64,
     /// The byte limit in force, and `forwarded` when it was set.
@@ -361,7 +372,7 @@ where
         // Wait out a stall; a half-open link drops the chunk.
         let current = loop {
             let current = *faults.borrow_and_update();
-            if current.mode == Mode::HalfOpen {
+            if current.mode == Mode::HalfOpen || current.half_opens != link.half_opens {
                 link.dead.store(true, Ordering::SeqCst);
             }
             if current.mode != Mode::Stall || link.dead.load(Ordering::SeqCst) {

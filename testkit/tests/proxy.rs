@@ -106,6 +106,24 @@ async fn half_open_connections_stay_dead_and_new_ones_work_after_healing() {
 }
 
 #[tokio::test]
+async fn a_connection_idle_through_a_half_open_spell_is_dead_after_healing() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.addr());
+    let mut idle = connect(&proxy).await;
+    assert_eq!(ping(&mut idle).await.unwrap(), "+PONG\r\n");
+    // No byte crosses the connection while half-open.
+    proxy.half_open();
+    proxy.heal();
+    assert!(
+        timeout(HANG, ping(&mut idle)).await.is_err(),
+        "a connection open when the peer vanished stays dead"
+    );
+    let mut fresh = connect(&proxy).await;
+    let line = timeout(ANSWER, ping(&mut fresh)).await.unwrap().unwrap();
+    assert_eq!(line, "+PONG\r\n");
+}
+
+#[tokio::test]
 async fn a_reset_kills_open_connections_only() {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());

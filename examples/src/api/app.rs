@@ -25,17 +25,18 @@ use hasivu_metrics::{
 };
 use hasivu_pool::{Pool, PoolConfig, PoolManager, PostgresManager, RedisManager, SqliteManager};
 use hasivu_ratelimit::{
-    AnyStore, Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers,
+    AnyStore, Limiter, LocalStore, Policies, Policy, Quota, RedisStore, Tiers, WhenFull,
     http::{ClientIpKey, RateLimitLayer, UserOrIp},
-    shield::{AnyBlocklist, LocalBlocklist, RedisBlocklist, ShieldLayer},
+    shield::{AnyBlocklist, LocalBlocklist, RedisBlocklist, ShieldLayer, Strikes},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sha2::Digest;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
 use crate::api::{
     alert_history::AlertHistory,
-    auth::{AuthLayer, Tokens},
+    auth::{AuthLayer, Tokens, bearer},
     config::Config,
     db::{
         Db, DbError, MenuItem, PaymentMethod, School,
@@ -44,7 +45,7 @@ use crate::api::{
     },
     history::HistoryPlace,
     layers::ApiRoutes,
-    routes,
+    routes::{self, auth::Logins},
 };
 
 /// A failure at start.
@@ -74,6 +75,8 @@ pub struct AppState {
     pub cache: Cache,
     /// Token signer.
     pub tokens: Tokens,
+    /// The login quotas and the bounded password verifier.
+    pub logins: Logins,
     /// Rolling per-route statistics.
     pub analytics: PerformanceAnalytics,
     /// System samples.
@@ -132,12 +135,15 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-fn quota((limit, secs): (u32, u64)) -> Quota {
+/// A `(limit, seconds)` setting as a quota.
+pub fn quota((limit, secs): (u32, u64)) -> Quota {
     Quota::new(limit, Duration::from_secs(secs.max(1)))
 }
 
 /// The report's policies with the configured quotas: general, and
-/// stricter ones for login (burst 5) and payments (burst 10).
+/// stricter ones for login (burst 5) and payments (burst 10). Login and
+/// payments are strict: a full in-process store refuses a new client
+/// rather than forget one that is counting.
 pub fn policies(config: &Config) -> Policies {
     let login = quota(config.rate_login);
     let payments = quota(config.rate_payments);
@@ -145,12 +151,22 @@ pub fn policies(config: &Config) -> Policies {
         .route(
             Some("POST"),
             "/auth/login",
-            Policy::new("login", login.burst(5.min(login.limit()))),
+            Policy::new(
+                "login",
+                login
+                    .burst(5.min(login.limit()))
+                    .when_full(WhenFull::Refuse),
+            ),
         )
         .route(
             Some("POST"),
             "/payments/*",
-            Policy::new("payments", payments.burst(10.min(payments.limit()))),
+            Policy::new(
+                "payments",
+                payments
+                    .burst(10.min(payments.limit()))
+                    .when_full(WhenFull::Refuse),
+            ),
         )
 }
 
@@ -182,14 +198,14 @@ impl AppState {
             );
         let db = match &config.database_url {
             Some(url) => {
-                Db::Postgres(pools.pool("database", "postgres", PostgresManager::from_url(url)?))
+                Db::Postgres(pools.pool("database", "postgres", PostgresManager::from_url(url)?)?)
             }
             None => {
                 let manager = match &config.sqlite_path {
                     Some(path) => SqliteManager::new(path),
                     None => SqliteManager::memory(&format!("hasivu-{}", next_id())),
                 };
-                Db::Sqlite(pools.pool("database", "sqlite", manager))
+                Db::Sqlite(pools.pool("database", "sqlite", manager)?)
             }
         };
         // Demo accounts share a published password: only where wanted.
@@ -206,7 +222,7 @@ impl AppState {
         seed::announce(db.kind(), config.seeds_demo(), seeded, persistent);
 
         let redis = match &config.redis_url {
-            Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)),
+            Some(url) => Some(pools.pool("redis", "main", RedisManager::new(url.as_str())?)?),
             None => None,
         };
         let mut cache = Cache::builder()
@@ -218,6 +234,7 @@ impl AppState {
                 .key_prefix(config.redis_prefix.clone());
         }
         let cache = cache.build()?;
+        let logins = Logins::from_config(&config)?;
         let analytics = PerformanceAnalytics::new();
         let monitor = {
             let pools = pools.clone();
@@ -282,6 +299,7 @@ impl AppState {
             pools,
             cache,
             tokens,
+            logins,
             analytics,
             monitor: Arc::new(monitor),
             prometheus,
@@ -353,11 +371,15 @@ impl AppState {
     /// Saves the regression history where [`history`](Self::history)
     /// says (at shutdown, and every 5 minutes); a failure is logged.
     pub async fn save_history(&self) {
-        let history = self
-            .regressions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .history();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let history = {
+            let mut detector = self.regressions.lock().unwrap_or_else(|p| p.into_inner());
+            // The minute in progress too, so a restart loses none.
+            detector.flush_analytics(&self.analytics, now);
+            detector.history()
+        };
         let routes = history.routes.len();
         match self.history.save(history).await {
             Ok(()) => tracing::info!(
@@ -482,10 +504,173 @@ fn negotiated(headers: &http::HeaderMap) -> String {
         .to_owned()
 }
 
-/// The router: routes, and inside it the cache and compression layers.
+/// Where a listener serves the operational routes (`/metrics`,
+/// `/dashboard`, `/dashboard/data`, `/health/details`): they tell a
+/// stranger the API's routes, traffic, dependencies and errors, so they
+/// are not public unless the listener is.
+///
+/// | settings | main listener | admin listener |
+/// | --- | --- | --- |
+/// | `HASIVU_ADMIN_ADDR` | not served (404) | served (behind the token if `HASIVU_ADMIN_TOKEN` is set) |
+/// | `HASIVU_ADMIN_TOKEN` only | behind the token (401 without) | none |
+/// | neither, main listener on loopback | served (the zero-setup local run) | none |
+/// | neither, main listener elsewhere | not served (404), with a warning at start | none |
+#[derive(Clone, Debug)]
+pub enum Operations {
+    /// Served to whoever reaches the listener.
+    Open,
+    /// Served to requests that carry the admin token.
+    Token(AdminToken),
+    /// Not served.
+    Off,
+}
+
+impl Operations {
+    /// What the main listener on `addr` serves (`None`: an address not
+    /// known, as under Lambda, which counts as public), given whether an
+    /// admin listener serves them.
+    pub fn main_listener(config: &Config, addr: Option<SocketAddr>, admin_listener: bool) -> Self {
+        if admin_listener {
+            Self::Off
+        } else if let Some(token) = &config.admin_token {
+            Self::Token(AdminToken::new(token))
+        } else if addr.is_some_and(|addr| addr.ip().is_loopback()) {
+            Self::Open
+        } else {
+            Self::Off
+        }
+    }
+
+    /// What the admin listener serves: everything, behind the token if one
+    /// is set.
+    pub fn admin_listener(config: &Config) -> Self {
+        match &config.admin_token {
+            Some(token) => Self::Token(AdminToken::new(token)),
+            None => Self::Open,
+        }
+    }
+}
+
+/// The admin token (`HASIVU_ADMIN_TOKEN`), kept as its SHA-256 and
+/// compared in constant time; `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// The token `token`.
+    pub fn new(token: &str) -> Self {
+        Self(Arc::new(sha2::Sha256::digest(token.as_bytes()).into()))
+    }
+
+    /// Whether `headers` carry the token: `Authorization: Bearer <token>`,
+    /// or `Basic` with the token as the password (what a browser sends
+    /// after asking for it), whatever the user name.
+    pub fn accepts(&self, headers: &http::HeaderMap) -> bool {
+        use base64::Engine;
+
+        let Some(value) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let credentials = credentials.trim();
+        let candidate = if scheme.eq_ignore_ascii_case("bearer") {
+            credentials.as_bytes().to_vec()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
+                return false;
+            };
+            match decoded.iter().position(|b| *b == b':') {
+                Some(colon) => decoded[colon + 1..].to_vec(),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        // Digests of equal length, compared without an early exit.
+        let digest: [u8; 32] = sha2::Sha256::digest(&candidate).into();
+        digest
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// 401 for an operational route without the admin token; a browser asks
+/// for it (Basic), curl users read the problem.
+fn admin_token_required() -> axum::response::Response {
+    let mut response = crate::api::problem::problem(
+        401,
+        "unauthorized",
+        "the operational routes need the admin token: Authorization: Bearer <HASIVU_ADMIN_TOKEN>",
+    );
+    let headers = response.headers_mut();
+    for challenge in [
+        "Basic realm=\"hasivu operations\", charset=\"UTF-8\"",
+        "Bearer realm=\"hasivu operations\"",
+    ] {
+        headers.append(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
+/// The operational routes (metrics, dashboard, dashboard data, detailed
+/// health), guarded as `operations` says ([`Operations::Off`]: none).
+pub fn operational_routes(operations: &Operations) -> Router<AppState> {
+    let routes = Router::new()
+        .route("/metrics", get(routes::dashboard::metrics))
+        .route("/dashboard", get(routes::dashboard::page))
+        .route("/dashboard/data", get(routes::dashboard::data))
+        .route("/health/details", get(routes::health::details));
+    match operations {
+        Operations::Off => Router::new(),
+        Operations::Open => routes,
+        Operations::Token(token) => {
+            let token = token.clone();
+            routes.route_layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = token.accepts(request.headers());
+                    async move {
+                        if allowed {
+                            next.run(request).await
+                        } else {
+                            admin_token_required()
+                        }
+                    }
+                },
+            ))
+        }
+    }
+}
+
+/// The router of the main listener with the operational routes as the
+/// configuration says for a listener whose address is not known (see
+/// [`Operations::main_listener`]); [`app_with`] chooses.
 pub fn app(state: AppState) -> Router {
+    let operations =
+        Operations::main_listener(&state.config, None, state.config.admin_addr.is_some());
+    app_with(state, &operations)
+}
+
+/// The router: routes, and inside it the cache and compression layers;
+/// the operational routes as `operations` says.
+pub fn app_with(state: AppState, operations: &Operations) -> Router {
     let menu_policy = RoutePolicy::new(state.config.menu_ttl)
         .namespace("menu:daily:")
+        // The one parameter the handler reads: `?junk=N` makes no entry.
+        .query_params(["school"])
         // One entry per school, shared by everyone of that school: the
         // verified token's school, put there by the auth layer.
         .per_user(|parts| {
@@ -508,12 +693,36 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/orders/create", post(routes::orders::create))
         .route("/payments/create", post(routes::payments::create))
-        .route("/metrics", get(routes::dashboard::metrics))
-        .route("/dashboard", get(routes::dashboard::page))
-        .route("/dashboard/data", get(routes::dashboard::data))
+        .merge(operational_routes(operations))
         .with_state(state)
         .layer(CompressionLayer::new())
         .layer(cache_layer)
+}
+
+/// The router of the admin listener: the operational routes and the
+/// public `/health`, compressed; none of the API's layers (it is not the
+/// API's traffic).
+pub fn admin_app(state: AppState, operations: &Operations) -> Router {
+    operational_routes(operations)
+        .route("/health", get(routes::health::health))
+        .with_state(state)
+        .layer(CompressionLayer::new())
+}
+
+/// The limiter's store: local, or in Redis with a local fallback.
+///
+/// # Errors
+///
+/// An invalid Redis URL.
+pub fn limiter_store(config: &Config) -> Result<AnyStore, BoxError> {
+    Ok(match &config.redis_url {
+        Some(url) => AnyStore::Redis(
+            RedisStore::builder(url.clone())
+                .prefix(format!("{}rl:", config.redis_prefix))
+                .build()?,
+        ),
+        None => AnyStore::Local(LocalStore::new()),
+    })
 }
 
 /// The limiter: local, or in Redis with a local fallback.
@@ -522,16 +731,8 @@ pub fn app(state: AppState) -> Router {
 ///
 /// An invalid Redis URL.
 pub fn limiter(config: &Config) -> Result<Limiter<AnyStore>, BoxError> {
-    let store = match &config.redis_url {
-        Some(url) => AnyStore::Redis(
-            RedisStore::builder(url.clone())
-                .prefix(format!("{}rl:", config.redis_prefix))
-                .build()?,
-        ),
-        None => AnyStore::Local(LocalStore::new()),
-    };
     Ok(Limiter::builder()
-        .store(store)
+        .store(limiter_store(config)?)
         .policies(policies(config))
         .tiers(Tiers::report_defaults())
         .build())
@@ -560,7 +761,9 @@ pub type Request = http::Request<axum::body::Body>;
 /// why): metrics, shield, auth, rate limit and request decompression
 /// around [`app`]. It reads the client's address from a `SocketAddr` or
 /// axum `ConnectInfo<SocketAddr>` extension; [`serve`] provides one, and so
-/// does the Lambda binary (from the request context).
+/// does the Lambda binary (from the request context). The operational
+/// routes are there only behind `HASIVU_ADMIN_TOKEN` (the listener's
+/// address is not known here); [`stack_with`] chooses.
 ///
 /// # Errors
 ///
@@ -579,12 +782,43 @@ pub fn stack(
     + 'static,
     BoxError,
 > {
+    let operations =
+        Operations::main_listener(&state.config, None, state.config.admin_addr.is_some());
+    stack_with(state, operations)
+}
+
+/// [`stack`] with the operational routes as `operations` says.
+///
+/// # Errors
+///
+/// The limiter or blocklist could not be built.
+pub fn stack_with(
+    state: AppState,
+    operations: Operations,
+) -> Result<
+    impl tower_service::Service<
+        Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    BoxError,
+> {
     let config = Arc::clone(&state.config);
     let limiter = limiter(&config)?;
     let blocklist = blocklist(&config)?;
     let analytics = state.analytics.clone();
     // The socket peer, or the client a trusted proxy forwarded.
-    let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone());
+    let client_ip = ClientIpKey::trusted_proxies(config.trusted_proxies.clone())
+        .forwarded_header(config.forwarded_header.clone());
+    // A request with a valid token is refused at the shield's threshold
+    // but never blocks its address (a school shares one behind its NAT).
+    let tokens = state.tokens.clone();
+    let signed_in = move |parts: &http::request::Parts| bearer(&tokens, &parts.headers).is_some();
+    let (strikes, window) = config.shield_strikes;
     Ok(ServiceBuilder::new()
         // Every layer's body in axum's own body type.
         .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
@@ -597,61 +831,210 @@ pub fn stack(
         .layer(
             ShieldLayer::new()
                 .blocklist(blocklist)
-                .client_ip(client_ip.clone()),
+                .client_ip(client_ip.clone())
+                .strikes(Strikes {
+                    count: strikes,
+                    window: Duration::from_secs(window.max(1)),
+                    ..Strikes::default()
+                })
+                .authenticated(signed_in),
         )
         .layer(AuthLayer::new(state.tokens.clone()))
         .layer(RateLimitLayer::new(limiter).key(UserOrIp::new(client_ip)))
         .layer(RequestDecompressionLayer::new().limit(config.max_body_bytes))
-        .service(app(state)))
+        .service(app_with(state, &operations)))
 }
 
-/// Serves [`stack`] on `listener` until `shutdown` resolves; then stops
-/// accepting, lets in-flight requests finish for up to the configured
-/// grace, saves the regression history and drains the pools.
+/// Serves [`stack`] on `listener` until `shutdown` resolves, and the
+/// operational routes on a second listener bound to `HASIVU_ADMIN_ADDR`
+/// when it is set; see [`serve_with`].
 ///
 /// # Errors
 ///
-/// The limiter or blocklist could not be built, or the server failed.
+/// The admin listener could not be bound, the limiter or blocklist could
+/// not be built, or a listener's task failed.
 pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> Result<(), BoxError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let admin = match state.config.admin_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve_with(listener, admin, state, shutdown).await
+}
+
+/// Serves [`stack`] on `listener`, and the operational routes on `admin`
+/// if given (see [`Operations`] for where they go otherwise), until
+/// `shutdown` resolves; then stops accepting, lets in-flight requests
+/// finish for up to the configured grace, saves the regression history
+/// and drains the pools.
+///
+/// Connections are HTTP/1.1 with the header limits of the configuration:
+/// a request whose header section is larger than `HASIVU_MAX_HEADER_BYTES`
+/// or has more than `HASIVU_MAX_HEADERS` fields is answered `431 Request
+/// Header Fields Too Large` (by hyper, with an empty body) and its
+/// connection closed. Each request carries the peer as axum's
+/// `ConnectInfo<SocketAddr>`.
+///
+/// # Errors
+///
+/// The limiter or blocklist could not be built, or a listener's task
+/// failed.
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    state: AppState,
+    shutdown: F,
+) -> Result<(), BoxError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let config = Arc::clone(&state.config);
     let pools = state.pools.clone();
-    let service = stack(state.clone())?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        axum::serve(
+    let addr = listener.local_addr()?;
+    let operations = Operations::main_listener(&config, Some(addr), admin.is_some());
+    match (&operations, &admin) {
+        (Operations::Open, _) => tracing::info!(
+            "operational routes (/metrics, /dashboard, /dashboard/data, /health/details) on http://{addr}: \
+             the listener is on loopback; set HASIVU_ADMIN_ADDR or HASIVU_ADMIN_TOKEN before listening elsewhere"
+        ),
+        (Operations::Token(_), _) => {
+            tracing::info!("operational routes on http://{addr} behind HASIVU_ADMIN_TOKEN")
+        }
+        (Operations::Off, Some(admin)) => tracing::info!(
+            "operational routes on the admin listener http://{}",
+            admin.local_addr()?
+        ),
+        (Operations::Off, None) => tracing::warn!(
+            "operational routes are off: http://{addr} is not loopback and neither \
+             HASIVU_ADMIN_ADDR nor HASIVU_ADMIN_TOKEN is set"
+        ),
+    }
+    let service = stack_with(state.clone(), operations)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let main = tokio::spawn(accept(
+        listener,
+        service,
+        http1(&config),
+        stopped.clone(),
+        config.shutdown_grace,
+    ));
+    let admin = admin.map(|listener| {
+        let service = admin_app(state.clone(), &Operations::admin_listener(&config));
+        tokio::spawn(accept(
             listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(service),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-    let mut server = tokio::spawn(server.into_future());
-    tokio::select! {
-        result = &mut server => {
-            result??;
-        }
-        () = shutdown => {
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            let _ = stop_tx.send(());
-            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-                Ok(result) => result??,
-                Err(_) => {
-                    tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
-                    server.abort();
-                }
-            }
-        }
+            service,
+            http1(&config),
+            stopped,
+            config.shutdown_grace,
+        ))
+    });
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop.send(true);
+    main.await?;
+    if let Some(admin) = admin {
+        admin.await?;
     }
     state.save_history().await;
     for (kind, key, report) in pools.drain(config.shutdown_grace).await {
         tracing::info!(kind, key, ?report, "pool drained");
     }
     Ok(())
+}
+
+/// The HTTP/1 connection settings: hyper's defaults but the header limits.
+fn http1(config: &Config) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_header_size(config.max_header_bytes)
+        .max_headers(config.max_headers);
+    builder
+}
+
+/// Accepts connections on `listener` and serves `service` on each until
+/// `stop` turns true; then closes the listener, lets every connection
+/// finish its in-flight request for up to `grace` (idle ones close at
+/// once), and ends those still running.
+async fn accept<S>(
+    listener: TcpListener,
+    service: S,
+    http1: hyper::server::conn::http1::Builder,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) where
+    S: tower_service::Service<
+            Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // A client that gave up before it was accepted;
+                        // anything else (out of file descriptors) is worth
+                        // a pause rather than a busy loop.
+                        if !matches!(
+                            error.kind(),
+                            std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionRefused
+                        ) {
+                            tracing::error!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        continue;
+                    }
+                };
+                let service = service.clone();
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let mut request = request.map(axum::body::Body::new);
+                        request
+                            .extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                        service.clone().oneshot(request)
+                    },
+                );
+                let connection = graceful.watch(
+                    http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+                connections.spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, %peer, "connection failed");
+                    }
+                });
+            }
+            // Reap finished connections, so the set stays as large as the
+            // open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            // The one change is to stop (or the sender is gone).
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests still running after the grace period; stopping them"
+        );
+        connections.abort_all();
+    }
 }
 
 /// Resolves on ctrl-c or `SIGTERM`.

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use hasivu_ratelimit::TrustedProxies;
+use hasivu_ratelimit::{TrustedProxies, http::ForwardedHeader};
 
 /// Everything the API can be told at start.
 #[derive(Clone, Debug)]
@@ -61,10 +61,53 @@ pub struct Config {
     /// whose `Forwarded` / `X-Forwarded-For` the limiter and the shield
     /// believe, so that they key on the forwarded client instead of the proxy.
     pub trusted_proxies: TrustedProxies,
+    /// `HASIVU_FORWARDED_HEADER` (default `x-forwarded-for`): the one
+    /// header the trusted proxies set and the only one read: `forwarded`
+    /// (RFC 7239), or a single-address header such as `x-real-ip` or
+    /// `cf-connecting-ip`. The others are ignored, so a client cannot pick
+    /// its own address by sending one.
+    pub forwarded_header: ForwardedHeader,
+    /// `HASIVU_SHIELD_STRIKES` (`count/seconds`, default `5/600`): requests
+    /// at the shield's threshold from one address within the window that
+    /// block it (each is refused; one alone blocks no one). Requests with
+    /// a valid token are refused but never block their address.
+    pub shield_strikes: (u32, u64),
     /// `HASIVU_HISTORY_PATH`: a JSON file for the regression detector's
     /// history (loaded at start, saved every 5 minutes and at shutdown).
     /// Unset: kept in Redis when `REDIS_URL` is set, else not kept.
     pub history_path: Option<String>,
+
+    // Logins, operations and the HTTP server's limits.
+    /// `HASIVU_LOGIN_WORKERS` (default: the number of cores): password
+    /// verifications that run at once, each holding 19 MiB of argon2
+    /// memory (allocated once and reused).
+    pub login_workers: usize,
+    /// `HASIVU_LOGIN_QUEUE` (default 256): logins that may wait for a
+    /// verification worker; beyond, 503 with `Retry-After`.
+    pub login_queue: usize,
+    /// `HASIVU_LOGIN_WAIT_SECS` (default 5): how long a login waits for a
+    /// worker before it gets 503.
+    pub login_wait: Duration,
+    /// `HASIVU_RATE_LOGIN_GLOBAL` (`limit/seconds`, default `1200/60`):
+    /// logins of all clients together, per instance (in Redis with
+    /// `REDIS_URL`, for all instances together).
+    pub rate_login_global: (u32, u64),
+    /// `HASIVU_RATE_LOGIN_ACCOUNT` (default `10/900`, burst 5): logins per
+    /// submitted email (trimmed and lower-cased), known or not.
+    pub rate_login_account: (u32, u64),
+    /// `HASIVU_ADMIN_ADDR`: a second listener (e.g. `127.0.0.1:9090`) for
+    /// the operational routes: `/metrics`, `/dashboard`,
+    /// `/dashboard/data`, `/health/details`.
+    pub admin_addr: Option<SocketAddr>,
+    /// `HASIVU_ADMIN_TOKEN` (at least 16 characters): a bearer token the
+    /// operational routes require, on either listener.
+    pub admin_token: Option<String>,
+    /// `HASIVU_MAX_HEADER_BYTES` (default 32768): a request whose header
+    /// section (request line included) is larger gets 431.
+    pub max_header_bytes: usize,
+    /// `HASIVU_MAX_HEADERS` (default 100): a request with more header
+    /// fields gets 431.
+    pub max_headers: usize,
 }
 
 impl Default for Config {
@@ -89,7 +132,18 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             menu_ttl: Duration::from_secs(60),
             trusted_proxies: TrustedProxies::none(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            shield_strikes: (5, 600),
             history_path: None,
+            login_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            login_queue: 256,
+            login_wait: Duration::from_secs(5),
+            rate_login_global: (1200, 60),
+            rate_login_account: (10, 900),
+            admin_addr: None,
+            admin_token: None,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
         }
     }
 }
@@ -119,6 +173,8 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_RATE_LOGIN",
     "HASIVU_RATE_PAYMENTS",
     "HASIVU_TRUSTED_PROXIES",
+    "HASIVU_FORWARDED_HEADER",
+    "HASIVU_SHIELD_STRIKES",
     "HASIVU_USERS",
     "HASIVU_MENU_ITEMS",
     "HASIVU_SEED_DEMO",
@@ -128,7 +184,19 @@ pub const SETTINGS: &[&str] = &[
     "HASIVU_SHUTDOWN_GRACE_SECS",
     "HASIVU_MENU_TTL_SECS",
     "HASIVU_HISTORY_PATH",
+    "HASIVU_LOGIN_WORKERS",
+    "HASIVU_LOGIN_QUEUE",
+    "HASIVU_LOGIN_WAIT_SECS",
+    "HASIVU_RATE_LOGIN_GLOBAL",
+    "HASIVU_RATE_LOGIN_ACCOUNT",
+    "HASIVU_ADMIN_ADDR",
+    "HASIVU_ADMIN_TOKEN",
+    "HASIVU_MAX_HEADER_BYTES",
+    "HASIVU_MAX_HEADERS",
 ];
+
+/// The shortest `HASIVU_ADMIN_TOKEN` accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 impl Config {
     /// Reads the environment, and the TOML file named by `HASIVU_CONFIG`
@@ -265,6 +333,58 @@ impl Config {
                 TrustedProxies::new(v.split(',').map(str::trim).filter(|c| !c.is_empty()))
                     .map_err(|e| ConfigError(format!("HASIVU_TRUSTED_PROXIES: {e}")))?;
         }
+        if let Some(v) = get("HASIVU_FORWARDED_HEADER") {
+            config.forwarded_header = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "HASIVU_FORWARDED_HEADER: {v:?} is not a header name (x-forwarded-for, forwarded, x-real-ip…)"
+                ))
+            })?;
+        }
+        if let Some(v) = get("HASIVU_SHIELD_STRIKES") {
+            config.shield_strikes = rate("HASIVU_SHIELD_STRIKES", &v)?;
+        }
+        if let Some(v) = get("HASIVU_LOGIN_WORKERS") {
+            config.login_workers = parse("HASIVU_LOGIN_WORKERS", &v)?;
+            if config.login_workers == 0 {
+                return Err(ConfigError("HASIVU_LOGIN_WORKERS: at least 1".into()));
+            }
+        }
+        if let Some(v) = get("HASIVU_LOGIN_QUEUE") {
+            config.login_queue = parse("HASIVU_LOGIN_QUEUE", &v)?;
+        }
+        if let Some(v) = get("HASIVU_LOGIN_WAIT_SECS") {
+            config.login_wait = Duration::from_secs(parse("HASIVU_LOGIN_WAIT_SECS", &v)?);
+        }
+        if let Some(v) = get("HASIVU_RATE_LOGIN_GLOBAL") {
+            config.rate_login_global = rate("HASIVU_RATE_LOGIN_GLOBAL", &v)?;
+        }
+        if let Some(v) = get("HASIVU_RATE_LOGIN_ACCOUNT") {
+            config.rate_login_account = rate("HASIVU_RATE_LOGIN_ACCOUNT", &v)?;
+        }
+        if let Some(v) = get("HASIVU_ADMIN_ADDR") {
+            config.admin_addr = Some(parse("HASIVU_ADMIN_ADDR", &v)?);
+        }
+        if let Some(token) = get("HASIVU_ADMIN_TOKEN") {
+            let token = token.trim().to_owned();
+            if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return Err(ConfigError(format!(
+                    "HASIVU_ADMIN_TOKEN: at least {MIN_ADMIN_TOKEN_LEN} characters"
+                )));
+            }
+            config.admin_token = Some(token);
+        }
+        if let Some(v) = get("HASIVU_MAX_HEADER_BYTES") {
+            config.max_header_bytes = parse("HASIVU_MAX_HEADER_BYTES", &v)?;
+            if config.max_header_bytes < 1024 {
+                return Err(ConfigError("HASIVU_MAX_HEADER_BYTES: at least 1024".into()));
+            }
+        }
+        if let Some(v) = get("HASIVU_MAX_HEADERS") {
+            config.max_headers = parse("HASIVU_MAX_HEADERS", &v)?;
+            if config.max_headers == 0 {
+                return Err(ConfigError("HASIVU_MAX_HEADERS: at least 1".into()));
+            }
+        }
         if let Some(url) = &config.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -395,6 +515,50 @@ mod tests {
             error.0.starts_with("HASIVU_IDEMPOTENCY_TTL_SECS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn login_operations_and_header_settings_are_read_and_checked() {
+        let config = Config::from_lookup(|name| {
+            Some(
+                match name {
+                    "HASIVU_LOGIN_WORKERS" => "3",
+                    "HASIVU_LOGIN_QUEUE" => "10",
+                    "HASIVU_LOGIN_WAIT_SECS" => "2",
+                    "HASIVU_RATE_LOGIN_GLOBAL" => "100/60",
+                    "HASIVU_RATE_LOGIN_ACCOUNT" => "4/300",
+                    "HASIVU_ADMIN_ADDR" => "127.0.0.1:9090",
+                    "HASIVU_ADMIN_TOKEN" => " 0123456789abcdef ",
+                    "HASIVU_MAX_HEADER_BYTES" => "16384",
+                    "HASIVU_MAX_HEADERS" => "50",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        })
+        .unwrap();
+        assert_eq!((config.login_workers, config.login_queue), (3, 10));
+        assert_eq!(config.login_wait, Duration::from_secs(2));
+        assert_eq!(config.rate_login_global, (100, 60));
+        assert_eq!(config.rate_login_account, (4, 300));
+        assert_eq!(config.admin_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!((config.max_header_bytes, config.max_headers), (16384, 50));
+        let defaults = Config::default();
+        assert!(defaults.login_workers >= 1);
+        assert_eq!(defaults.admin_token, None);
+        assert_eq!(defaults.max_header_bytes, 32 * 1024);
+        for (name, value) in [
+            ("HASIVU_ADMIN_TOKEN", "short"),
+            ("HASIVU_LOGIN_WORKERS", "0"),
+            ("HASIVU_MAX_HEADER_BYTES", "100"),
+            ("HASIVU_MAX_HEADERS", "0"),
+            ("HASIVU_RATE_LOGIN_ACCOUNT", "10"),
+            ("HASIVU_ADMIN_ADDR", "localhost"),
+        ] {
+            let error = Config::from_lookup(|n| (n == name).then(|| value.to_owned())).unwrap_err();
+            assert!(error.0.starts_with(name), "{error}");
+        }
     }
 
     #[test]

@@ -139,7 +139,7 @@
 //! # fn main() {}
 //! ```
 
-mod decode;
+pub(crate) mod decode;
 mod future;
 mod layer;
 mod service;

@@ -134,7 +134,7 @@
 mod future;
 mod layer;
 mod parse;
-mod prune;
+pub(crate) mod prune;
 mod service;
 
 pub use future::ResponseFuture;

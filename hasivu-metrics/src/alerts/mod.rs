@@ -10,9 +10,26 @@
 //! notification, once the value has stayed inside the clear threshold for
 //! `keep_firing_for`. A value oscillating around the trigger threshold
 //! therefore neither fires nor resolves repeatedly, and each fire is
-//! followed by exactly one resolve. A window with fewer requests than the
-//! rule's minimum volume counts as no data: at 20 requests one failure is
-//! a 5% error rate.
+//! followed by exactly one resolve.
+//!
+//! # No data
+//!
+//! An evaluation may have no value for an instance: no requests in the
+//! window, fewer than the rule's minimum volume (at 20 requests one failure
+//! is a 5% error rate), a missing reading, or a route no longer in the
+//! inputs. The rule's [`NoData`] policy decides: [`Keep`](NoData::Keep)
+//! (the default) leaves the instance as it is, so an error-rate alert does
+//! not resolve because an outage stopped the route's traffic, and resolves
+//! once real requests are back below its clear threshold;
+//! [`Clear`](NoData::Clear) counts no data as clear; [`Alert`](NoData::Alert)
+//! fires on it, for values that must always be there.
+//!
+//! Every instance steps at every evaluation, those whose route has left
+//! the inputs included (they see no data). An instance of a
+//! [`Target::EachRoute`] rule whose route has been missing for the rule's
+//! [`expire_after`](Rule::expire_after) (an hour by default) is forgotten,
+//! with a resolve notification if it had fired: the instances stay
+//! bounded by the routes in the inputs, and none fires forever.
 //!
 //! A firing critical alert inhibits the warning of the same rule and
 //! route: the warning's notifications wait until the critical one has
@@ -77,14 +94,14 @@ mod webhook;
 mod tests;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
-pub use rule::{Direction, Inputs, Metric, Reading, Rule, Severity, Target};
+pub use rule::{Direction, Inputs, Metric, NoData, Reading, Rule, Severity, Target};
 pub use sink::{AlertSink, ChannelSink, LogSink, SinkFuture};
 pub use state::Phase;
 #[cfg(feature = "webhook")]
@@ -131,7 +148,8 @@ pub struct Notification {
     /// The route, for per-route rules.
     pub route: Option<String>,
     /// The value at this evaluation, `None` when there was no data (a
-    /// resolve after the route went quiet).
+    /// [`NoData::Alert`] fire, a [`NoData::Clear`] resolve, or the resolve
+    /// of an instance whose route has left the inputs).
     pub value: Option<f64>,
     /// The trigger threshold.
     pub threshold: f64,
@@ -156,7 +174,7 @@ pub struct Alert {
     pub route: Option<String>,
     /// Pending or firing.
     pub phase: Phase,
-    /// The latest value.
+    /// The latest value, `None` when the latest evaluation had no data.
     pub value: Option<f64>,
     /// The trigger threshold.
     pub threshold: f64,
@@ -175,6 +193,8 @@ struct Instance {
     notified: bool,
     /// Wall time of the fire notification, repeated in the resolve.
     fired_at_ms: u64,
+    /// When its route was last in the inputs (on the manager's clock).
+    seen: Duration,
 }
 
 /// Builds an [`AlertManager`].
@@ -286,31 +306,47 @@ impl AlertManager {
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let each_route = self
-            .inner
-            .rules
-            .iter()
-            .any(|r| r.per_route() && r.target == Target::EachRoute);
-        let routes = if each_route {
+        let per_route = self.inner.rules.iter().any(Rule::per_route);
+        let routes = if per_route {
             inputs.routes()
         } else {
             Vec::new()
         };
+        let present: HashSet<&str> = routes.iter().map(String::as_str).collect();
         for (index, rule) in self.inner.rules.iter().enumerate() {
-            let targets: Vec<Option<String>> = match (&rule.target, rule.per_route()) {
+            let mut targets: Vec<Option<String>> = match (&rule.target, rule.per_route()) {
                 (_, false) | (Target::Total, true) => vec![None],
                 (Target::Route(route), true) => vec![Some(route.clone())],
                 (Target::EachRoute, true) => routes.iter().cloned().map(Some).collect(),
             };
+            // Instances whose route has left the inputs step too: they see
+            // no data, and expire.
+            if rule.per_route() && rule.target == Target::EachRoute {
+                let absent: BTreeSet<&String> = instances
+                    .keys()
+                    .filter(|key| key.rule == index)
+                    .filter_map(|key| key.route.as_ref())
+                    .filter(|route| !present.contains(route.as_str()))
+                    .collect();
+                targets.extend(absent.into_iter().cloned().map(Some));
+            }
             let timing = Timing {
                 for_: rule.for_,
                 keep_firing_for: rule.keep_firing_for,
+                no_data: rule.no_data,
             };
             for route in targets {
-                let reading = inputs
-                    .read(&rule.metric, route.as_deref(), rule.window)
-                    .filter(|r| r.value.is_finite())
-                    .filter(|r| r.volume.is_none_or(|v| v >= rule.min_volume));
+                let absent = route
+                    .as_deref()
+                    .is_some_and(|route| !present.contains(route));
+                let reading = if absent {
+                    None
+                } else {
+                    inputs
+                        .read(&rule.metric, route.as_deref(), rule.window)
+                        .filter(|r| r.value.is_finite())
+                        .filter(|r| r.volume.is_none_or(|v| v >= rule.min_volume))
+                };
                 let mut crit_firing = false;
                 // Critical first, so the warning knows whether it is inhibited.
                 let mut thresholds: Vec<_> = rule.thresholds().collect();
@@ -328,7 +364,13 @@ impl AlertManager {
                             hold: rule.beyond(r.value, clear),
                         },
                     };
-                    if observation == Observation::NoData && !instances.contains_key(&key) {
+                    // Only what would make an inactive alert pending starts
+                    // an instance.
+                    let starts = match observation {
+                        Observation::NoData => rule.no_data == NoData::Alert,
+                        Observation::Value { trigger, .. } => trigger,
+                    };
+                    if !starts && !instances.contains_key(&key) {
                         continue;
                     }
                     let instance = instances.entry(key.clone()).or_insert(Instance {
@@ -336,8 +378,32 @@ impl AlertManager {
                         value: None,
                         notified: false,
                         fired_at_ms: 0,
+                        seen: now,
                     });
                     instance.value = reading.map(|r| r.value);
+                    if !absent {
+                        instance.seen = now;
+                    } else if rule.target == Target::EachRoute
+                        && now.saturating_sub(instance.seen) >= rule.expire_after
+                    {
+                        // Gone for long: forgotten, resolved if it had fired.
+                        if instance.notified {
+                            out.push(Notification {
+                                status: Status::Resolved,
+                                fingerprint: fingerprint(rule, route.as_deref(), severity),
+                                rule: rule.name.clone(),
+                                severity,
+                                route: route.clone(),
+                                value: None,
+                                threshold: trigger,
+                                starts_at_ms: instance.fired_at_ms,
+                                ends_at_ms: Some(wall),
+                                labels: rule.labels.clone(),
+                            });
+                        }
+                        instances.remove(&key);
+                        continue;
+                    }
                     let transition = instance.tracker.step(now, observation, timing);
                     let inhibited = severity == Severity::Warning && crit_firing;
                     let notify = match transition {

@@ -105,6 +105,34 @@ impl Metric {
     }
 }
 
+/// What a rule does when an evaluation has no value for it: no requests
+/// (or cache lookups) in the window, fewer than the rule's
+/// [`min_volume`](Rule::min_volume), a missing system reading or value, or
+/// a route missing from the inputs.
+///
+/// The models are Grafana's "no data" states (Keep Last State, OK,
+/// Alerting) and Prometheus' `absent()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NoData {
+    /// As if the evaluation had not happened (the default): a firing alert
+    /// keeps firing, a pending one stays pending, an inactive one stays
+    /// inactive. An error-rate alert does not resolve because its route
+    /// stopped getting requests during an outage; it resolves once real
+    /// traffic is back below the clear threshold.
+    #[default]
+    Keep,
+    /// Counts as a value inside the clear threshold: a pending alert is
+    /// dropped and a firing one resolves after `keep_firing_for`.
+    Clear,
+    /// Counts as a value beyond the trigger threshold: the alert goes
+    /// pending and fires after `for`, with no value in its notification,
+    /// like a Prometheus `absent()` rule. For gauges that must always be
+    /// there (a heartbeat, a queue depth).
+    Alert,
+}
+
 /// Which routes a request-metric rule watches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,7 +330,18 @@ pub struct Rule {
     pub(crate) for_: Duration,
     pub(crate) keep_firing_for: Duration,
     pub(crate) min_volume: u64,
+    #[serde(default)]
+    pub(crate) no_data: NoData,
+    #[serde(default = "default_expire_after")]
+    pub(crate) expire_after: Duration,
     pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// How long an instance of a route missing from the inputs lives on.
+const EXPIRE_AFTER: Duration = Duration::from_secs(3600);
+
+fn default_expire_after() -> Duration {
+    EXPIRE_AFTER
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -310,7 +349,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 impl Rule {
     /// A rule alerting when `metric` rises above its thresholds. Defaults:
     /// total across routes, a 5-minute window, no `for`, no
-    /// `keep_firing_for`, no minimum volume, no thresholds (set at least
+    /// `keep_firing_for`, no minimum volume, [`NoData::Keep`], instances of
+    /// absent routes forgotten after an hour, no thresholds (set at least
     /// one).
     pub fn above(name: impl Into<String>, metric: Metric) -> Self {
         Self {
@@ -326,6 +366,8 @@ impl Rule {
             for_: Duration::ZERO,
             keep_firing_for: Duration::ZERO,
             min_volume: 0,
+            no_data: NoData::Keep,
+            expire_after: EXPIRE_AFTER,
             labels: BTreeMap::new(),
         }
     }
@@ -399,10 +441,30 @@ impl Rule {
     }
 
     /// The fewest requests (or cache lookups) in the window for the value
-    /// to count; below it the rule sees no data. Gauges and plain values
-    /// without a volume are not held back.
+    /// to count; below it the rule sees no data and follows its
+    /// [`no_data`](Self::no_data) policy. Gauges and plain values without
+    /// a volume are not held back.
     pub fn min_volume(mut self, volume: u64) -> Self {
         self.min_volume = volume;
+        self
+    }
+
+    /// What an evaluation without a value does (default [`NoData::Keep`]).
+    pub fn no_data(mut self, policy: NoData) -> Self {
+        self.no_data = policy;
+        self
+    }
+
+    /// How long an instance of a [`Target::EachRoute`] rule whose route is
+    /// missing from the inputs lives on (default one hour). Its route gone,
+    /// it sees no data at every evaluation and follows the
+    /// [`no_data`](Self::no_data) policy; after this long without its route
+    /// it is forgotten, with a resolve notification (no value) if it had
+    /// fired, so the alerts of routes that went away neither fire forever
+    /// nor pile up. A route that is in the inputs but gets no requests is
+    /// not missing: its alerts keep to the policy as long as it takes.
+    pub fn expire_after(mut self, duration: Duration) -> Self {
+        self.expire_after = duration;
         self
     }
 
@@ -462,7 +524,9 @@ impl Rule {
     }
 
     /// The report's thresholds (section 6.2), each route on its own, with
-    /// hysteresis, `for` and a minimum volume added:
+    /// hysteresis, `for` and a minimum volume added; with no data (no
+    /// requests, too few, no memory reading) every rule keeps its state
+    /// ([`NoData::Keep`]):
     ///
     /// | rule | metric | warning / clear | critical / clear | window, for, keep firing | min volume |
     /// | --- | --- | --- | --- | --- | --- |

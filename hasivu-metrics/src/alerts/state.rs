@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::NoData;
+
 /// Where an alert instance is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,11 +45,12 @@ pub(crate) enum Transition {
     Resolved,
 }
 
-/// The timing of a rule.
+/// The timing of a rule, and what it does without data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Timing {
     pub(crate) for_: Duration,
     pub(crate) keep_firing_for: Duration,
+    pub(crate) no_data: NoData,
 }
 
 /// One alert instance's state.
@@ -84,8 +87,9 @@ impl Tracker {
     ///
     /// Pending needs the trigger threshold crossed at every evaluation;
     /// firing holds while the value is beyond the clear threshold and for
-    /// `keep_firing_for` after it stopped being so. Missing data drops a
-    /// pending alert and counts as clear for a firing one.
+    /// `keep_firing_for` after it stopped being so. Missing data changes
+    /// nothing ([`NoData::Keep`]), counts as clear ([`NoData::Clear`]) or
+    /// as beyond the trigger threshold ([`NoData::Alert`]).
     pub(crate) fn step(
         &mut self,
         now: Duration,
@@ -93,7 +97,11 @@ impl Tracker {
         timing: Timing,
     ) -> Option<Transition> {
         let (trigger, hold) = match observation {
-            Observation::NoData => (false, false),
+            Observation::NoData => match timing.no_data {
+                NoData::Keep => return None,
+                NoData::Clear => (false, false),
+                NoData::Alert => (true, true),
+            },
             Observation::Value { trigger, hold } => (trigger, hold || trigger),
         };
         match self.phase {
@@ -152,6 +160,7 @@ mod tests {
     const TIMING: Timing = Timing {
         for_: secs(60),
         keep_firing_for: secs(120),
+        no_data: NoData::Clear,
     };
 
     #[test]
@@ -206,12 +215,77 @@ mod tests {
         assert_eq!(t.phase(), Phase::Inactive);
     }
 
+    #[test]
+    fn no_data_keeps_clears_or_alerts_by_policy() {
+        let with = |no_data| Timing { no_data, ..TIMING };
+        // Keep: a firing alert holds through any gap, and resolves only on
+        // values inside the clear threshold, `keep_firing_for` after the
+        // first of them.
+        let mut t = Tracker::default();
+        t.step(secs(0), value(true, true), with(NoData::Keep));
+        t.step(secs(60), value(true, true), with(NoData::Keep));
+        assert_eq!(t.phase(), Phase::Firing);
+        for s in (70..3_600).step_by(10) {
+            assert_eq!(
+                t.step(secs(s), Observation::NoData, with(NoData::Keep)),
+                None
+            );
+        }
+        assert_eq!(t.phase(), Phase::Firing);
+        assert_eq!(
+            t.step(secs(3_600), value(false, false), with(NoData::Keep)),
+            None
+        );
+        assert_eq!(
+            t.step(secs(3_720), value(false, false), with(NoData::Keep)),
+            Some(Transition::Resolved)
+        );
+        // Keep: pending stays pending through a gap, and `for` counts on.
+        let mut t = Tracker::default();
+        t.step(secs(0), value(true, true), with(NoData::Keep));
+        t.step(secs(30), Observation::NoData, with(NoData::Keep));
+        assert_eq!(t.phase(), Phase::Pending);
+        assert_eq!(
+            t.step(secs(60), value(true, true), with(NoData::Keep)),
+            Some(Transition::Fired)
+        );
+        // Clear: a gap drops pending and resolves firing.
+        let mut t = Tracker::default();
+        t.step(secs(0), value(true, true), with(NoData::Clear));
+        t.step(secs(10), Observation::NoData, with(NoData::Clear));
+        assert_eq!(t.phase(), Phase::Inactive);
+        // Alert: no data fires after `for` and holds.
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.step(secs(0), Observation::NoData, with(NoData::Alert)),
+            None
+        );
+        assert_eq!(t.phase(), Phase::Pending);
+        assert_eq!(
+            t.step(secs(60), Observation::NoData, with(NoData::Alert)),
+            Some(Transition::Fired)
+        );
+        assert_eq!(
+            t.step(secs(70), value(false, false), with(NoData::Alert)),
+            None
+        );
+        assert_eq!(
+            t.step(secs(190), value(false, false), with(NoData::Alert)),
+            Some(Transition::Resolved)
+        );
+    }
+
     proptest! {
         /// Whatever the observations, fired and resolved alternate, starting
         /// with fired, and a fire is never sooner than `for` after the first
         /// trigger of its streak.
         #[test]
-        fn transitions_alternate(obs in proptest::collection::vec((0u8..3, 0u64..90), 1..200)) {
+        fn transitions_alternate(
+            obs in proptest::collection::vec((0u8..3, 0u64..90), 1..200),
+            policy in 0u8..3,
+        ) {
+            let no_data = [NoData::Keep, NoData::Clear, NoData::Alert][usize::from(policy)];
+            let timing = Timing { no_data, ..TIMING };
             let mut t = Tracker::default();
             let mut now = Duration::ZERO;
             let mut last = None;
@@ -223,16 +297,18 @@ mod tests {
                     1 => value(false, gap % 2 == 0),
                     _ => value(true, true),
                 };
-                if matches!(o, Observation::Value { trigger: true, .. }) {
+                let triggers = matches!(o, Observation::Value { trigger: true, .. })
+                    || (o == Observation::NoData && no_data == NoData::Alert);
+                if triggers {
                     streak_start.get_or_insert(now);
                 }
-                if let Some(tr) = t.step(now, o, TIMING) {
+                if let Some(tr) = t.step(now, o, timing) {
                     prop_assert_ne!(Some(tr), last);
                     if last.is_none() {
                         prop_assert_eq!(tr, Transition::Fired);
                     }
                     if tr == Transition::Fired {
-                        prop_assert!(now - streak_start.unwrap() >= TIMING.for_);
+                        prop_assert!(now - streak_start.unwrap() >= timing.for_);
                     }
                     last = Some(tr);
                 }

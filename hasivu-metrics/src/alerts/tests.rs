@@ -94,14 +94,116 @@ async fn a_firing_alert_is_not_repeated() {
     let active = manager.active();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].phase, Phase::Firing);
-    // Missing data counts as clear: the alert resolves after keep_firing_for.
+    // Missing data keeps it firing (the default), however long.
+    for _ in 0..100 {
+        time.advance(secs(60));
+        assert!(manager.evaluate(&Inputs::new()).is_empty());
+    }
+    assert_eq!(manager.active()[0].phase, Phase::Firing);
+    assert_eq!(manager.active()[0].value, None);
+}
+
+#[tokio::test]
+async fn no_data_can_clear_or_alert() {
+    let time = ManualClock::new();
+    let manager = AlertManager::builder()
+        .clock(time.clock())
+        .rule(value_rule().for_(Duration::ZERO).no_data(NoData::Clear))
+        .rule(
+            Rule::below("heartbeat", Metric::Value("heartbeat".into()))
+                .critical(1.0)
+                .for_(secs(60))
+                .no_data(NoData::Alert),
+        )
+        .build()
+        .unwrap();
+    let statuses = |sent: Vec<Notification>| -> Vec<(String, Status, Option<f64>)> {
+        sent.into_iter()
+            .map(|n| (n.rule, n.status, n.value))
+            .collect()
+    };
+    let both = Inputs::new()
+        .value("latency", 500.0)
+        .value("heartbeat", 1.0);
+    assert_eq!(
+        statuses(manager.evaluate(&both)),
+        [("latency".to_owned(), Status::Firing, Some(500.0))]
+    );
+    // Both values stop coming. Clear: the latency alert resolves after
+    // keep_firing_for (120 s). Alert: the missing heartbeat fires after
+    // `for` (60 s), with no value.
+    let mut sent = Vec::new();
+    for _ in 0..13 {
+        time.advance(secs(10));
+        sent.extend(statuses(manager.evaluate(&Inputs::new())));
+    }
+    assert_eq!(
+        sent,
+        [
+            ("heartbeat".to_owned(), Status::Firing, None),
+            ("latency".to_owned(), Status::Resolved, None),
+        ]
+    );
+    // The heartbeat is back.
     time.advance(secs(10));
-    assert!(manager.evaluate(&Inputs::new()).is_empty());
-    time.advance(secs(120));
-    let resolved = manager.evaluate(&Inputs::new());
-    assert_eq!(resolved.len(), 1);
-    assert_eq!(resolved[0].status, Status::Resolved);
-    assert!(manager.active().is_empty());
+    assert_eq!(
+        statuses(manager.evaluate(&Inputs::new().value("heartbeat", 1.0))),
+        [("heartbeat".to_owned(), Status::Resolved, Some(1.0))]
+    );
+}
+
+#[tokio::test]
+async fn too_few_requests_follow_the_no_data_policy() {
+    let time = ManualClock::new();
+    let analytics = PerformanceAnalytics::builder().clock(time.clock()).build();
+    let rule = |name: &str, no_data| {
+        Rule::above(name, Metric::ErrorRate)
+            .target(Target::Route("POST /orders".into()))
+            .critical(0.10)
+            .critical_clear(0.08)
+            .min_volume(50)
+            .no_data(no_data)
+    };
+    let manager = AlertManager::builder()
+        .clock(time.clock())
+        .rule(rule("keep", NoData::Keep))
+        .rule(rule("clear", NoData::Clear))
+        .build()
+        .unwrap();
+    time.set(secs(3600));
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        sent.extend(minute_of_traffic(
+            &time,
+            &analytics,
+            &manager,
+            "POST /orders",
+            200,
+            40,
+        ));
+    }
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    // A trickle of healthy requests: 4 a minute, under the minimum volume
+    // once the failing minutes have left the 5-minute window.
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.extend(minute_of_traffic(
+            &time,
+            &analytics,
+            &manager,
+            "POST /orders",
+            4,
+            0,
+        ));
+    }
+    let resolved: Vec<&str> = sent.iter().map(|n| n.rule.as_str()).collect();
+    assert_eq!(resolved, ["clear"], "{sent:?}");
+    assert!(
+        manager
+            .active()
+            .iter()
+            .any(|a| a.rule == "keep" && a.phase == Phase::Firing)
+    );
 }
 
 #[tokio::test]
@@ -301,4 +403,144 @@ async fn memory_rule_reads_the_system_status() {
     assert_eq!(fired[0].rule, "memory");
     assert_eq!(fired[0].severity, Severity::Warning);
     assert!((fired[0].value.unwrap() - 0.9).abs() < 1e-9);
+}
+
+/// Records one minute of `requests` on `route`, `errors` of them failing,
+/// and evaluates every 15 s through it; returns the notifications.
+fn minute_of_traffic(
+    time: &ManualClock,
+    analytics: &PerformanceAnalytics,
+    manager: &AlertManager,
+    route: &str,
+    requests: u32,
+    errors: u32,
+) -> Vec<Notification> {
+    let mut out = Vec::new();
+    for quarter in 0..4 {
+        for i in 0..requests / 4 {
+            let status = if i < errors / 4 { 500 } else { 200 };
+            analytics.record(route, &Sample::new(Duration::from_millis(5)).status(status));
+        }
+        let _ = quarter;
+        out.extend(manager.evaluate(&Inputs::new().analytics(analytics)));
+        time.advance(secs(15));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_firing_error_alert_stays_firing_while_its_route_gets_no_requests() {
+    let time = ManualClock::new();
+    let analytics = PerformanceAnalytics::builder().clock(time.clock()).build();
+    let manager = AlertManager::builder()
+        .clock(time.clock())
+        .rules(Rule::report_defaults())
+        .build()
+        .unwrap();
+    time.set(secs(3600));
+    let errors = |sent: &[Notification]| -> Vec<(Severity, Status)> {
+        sent.iter()
+            .filter(|n| n.rule == "error_rate")
+            .map(|n| (n.severity, n.status))
+            .collect()
+    };
+    // 12% of 200 requests a minute fail: critical fires after `for`.
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        sent.extend(minute_of_traffic(
+            &time,
+            &analytics,
+            &manager,
+            "POST /orders",
+            200,
+            24,
+        ));
+    }
+    assert_eq!(errors(&sent), [(Severity::Critical, Status::Firing)]);
+
+    // An outage: the route gets no requests for half an hour.
+    for _ in 0..120 {
+        let sent = manager.evaluate(&Inputs::new().analytics(&analytics));
+        assert!(
+            errors(&sent).is_empty(),
+            "no data resolved the alert: {sent:?}"
+        );
+        time.advance(secs(15));
+    }
+    let firing = manager.active();
+    assert!(
+        firing.iter().any(|a| a.rule == "error_rate"
+            && a.severity == Severity::Critical
+            && a.phase == Phase::Firing),
+        "{firing:?}"
+    );
+
+    // Healthy traffic again: resolved once the real value has stayed below
+    // the clear threshold for keep_firing_for (5 minutes).
+    let mut sent = Vec::new();
+    let mut minutes = 0;
+    while errors(&sent).is_empty() && minutes < 20 {
+        sent.extend(minute_of_traffic(
+            &time,
+            &analytics,
+            &manager,
+            "POST /orders",
+            200,
+            0,
+        ));
+        minutes += 1;
+    }
+    assert_eq!(errors(&sent), [(Severity::Critical, Status::Resolved)]);
+    assert!(
+        (5..=7).contains(&minutes),
+        "resolved after {minutes} minutes of traffic"
+    );
+}
+
+#[tokio::test]
+async fn per_route_alerts_step_while_their_route_is_absent_and_expire() {
+    let time = ManualClock::new();
+    let analytics = PerformanceAnalytics::builder().clock(time.clock()).build();
+    let manager = AlertManager::builder()
+        .clock(time.clock())
+        .rules(Rule::report_defaults())
+        .build()
+        .unwrap();
+    time.set(secs(3600));
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        sent.extend(minute_of_traffic(
+            &time,
+            &analytics,
+            &manager,
+            "POST /orders",
+            200,
+            24,
+        ));
+    }
+    assert!(
+        sent.iter()
+            .any(|n| n.rule == "error_rate" && n.status == Status::Firing)
+    );
+    // The route disappears from the inputs (here: evaluations without
+    // analytics). Its instances keep stepping: with the default no-data
+    // policy they hold, until they expire after an hour without the route.
+    let mut resolved = Vec::new();
+    let mut evaluations = 0;
+    while resolved.is_empty() && evaluations < 2 * 240 {
+        resolved = manager.evaluate(&Inputs::new());
+        time.advance(secs(15));
+        evaluations += 1;
+    }
+    assert_eq!(
+        resolved
+            .iter()
+            .map(|n| (n.rule.as_str(), n.severity, n.status, n.value))
+            .collect::<Vec<_>>(),
+        [("error_rate", Severity::Critical, Status::Resolved, None)],
+        "expected one resolve (no value) when the absent route expired"
+    );
+    let hours = evaluations as f64 * 15.0 / 3600.0;
+    assert!((1.0..1.1).contains(&hours), "expired after {hours} h");
+    assert!(manager.active().is_empty(), "{:?}", manager.active());
 }

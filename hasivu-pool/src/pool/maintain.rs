@@ -3,13 +3,15 @@
 //! breaker's probe), report connections held too long, refresh gauges.
 
 use std::{
+    panic::AssertUnwindSafe,
     sync::{Arc, Weak},
     time::Duration,
 };
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::{Shared, state::Admit};
+use super::{Shared, SlotGuard, state::Admit};
 use crate::{Manager, status::CloseReason};
 
 pub(super) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
@@ -17,8 +19,20 @@ pub(super) async fn run<M: Manager>(pool: Weak<Shared<M>>) {
         let Some(shared) = pool.upgrade() else {
             return;
         };
-        let Some(next) = shared.upkeep().await else {
-            return;
+        // A manager that panics (in `create`, say) must not end the
+        // upkeep: the refill, the breaker's probes for queued callers and
+        // the reaping would stop with it. Its slot guards have already
+        // put the pool right.
+        let next = match AssertUnwindSafe(shared.upkeep()).catch_unwind().await {
+            Ok(Some(next)) => next,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::error!(
+                    pool = &*shared.name,
+                    "the pool's upkeep panicked; it goes on"
+                );
+                shared.config.retry_initial.max(Duration::from_millis(1))
+            }
         };
         let changed = Arc::clone(&shared.changed);
         drop(shared);
@@ -79,28 +93,13 @@ impl<M: Manager> Shared<M> {
         }
         let mut next = self.config.reap_interval;
         // Waiters queued while the breaker was open get the free slots once
-        // it lets a probe through.
-        {
-            let mut state = self.lock();
-            while !state.closed && !state.waiters.is_empty() && state.size < self.config.max_size {
-                match state.admit(Instant::now()) {
-                    Admit::No(retry_in) => {
-                        next = next.min(retry_in.max(Duration::from_millis(1)));
-                        break;
-                    }
-                    admit @ (Admit::Yes | Admit::Probe) => {
-                        state.size += 1;
-                        let weak = Arc::downgrade(self);
-                        if state.hand_off(super::state::Grant::Create, &weak).is_some() {
-                            state.size -= 1;
-                            if admit == Admit::Probe {
-                                state.probing = false;
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
+        // it lets a probe through. While a probe is in flight (a refusal of
+        // zero) there is nothing to wait for: its end wakes this task.
+        let refused = self
+            .lock()
+            .serve_waiters(self.config.max_size, Instant::now(), &self.me);
+        if let Some(retry_in) = refused.filter(|r| !r.is_zero()) {
+            next = next.min(retry_in);
         }
         // Refill to `min_idle`, one creation at a time.
         loop {
@@ -118,23 +117,28 @@ impl<M: Manager> Shared<M> {
                     next = next.min(at - now);
                     None
                 } else {
-                    match state.admit(Instant::now()) {
+                    match state.admit(now) {
                         Admit::No(retry_in) => {
-                            next = next.min(retry_in.max(Duration::from_millis(1)));
+                            // Zero: a probe is in flight; its end wakes
+                            // this task.
+                            if !retry_in.is_zero() {
+                                next = next.min(retry_in);
+                            }
                             None
                         }
-                        Admit::Yes | Admit::Probe => {
+                        admit => {
                             state.size += 1;
                             state.creating += 1;
-                            Some(())
+                            Some(admit == Admit::Probe)
                         }
                     }
                 }
             };
-            if admitted.is_none() {
+            let Some(probe) = admitted else {
                 break;
-            }
-            match self.create_in_slot(self.config.create_timeout).await {
+            };
+            let slot = SlotGuard::new(self, probe);
+            match self.create_in_slot(slot, self.config.create_timeout).await {
                 Ok(conn) => self.release(conn, false),
                 Err(_) => {
                     let retry = self

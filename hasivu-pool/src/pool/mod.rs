@@ -5,7 +5,7 @@ mod pooled;
 mod state;
 
 use std::{
-    panic::Location,
+    panic::{AssertUnwindSafe, Location},
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, Ordering},
@@ -15,7 +15,7 @@ use std::{
 
 use metrics::{Counter, Gauge, Histogram};
 pub use pooled::Pooled;
-use state::{Admit, Checkout, Conn, Grant, State, Waiter};
+use state::{Admit, Checkout, Conn, Grant, State};
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
@@ -98,7 +98,7 @@ struct Metrics {
     wait: Histogram,
     create_errors: Counter,
     timeouts: Counter,
-    closes: [Counter; 5],
+    closes: [Counter; 6],
     size: Gauge,
     idle: Gauge,
     in_use: Gauge,
@@ -119,6 +119,7 @@ impl Metrics {
                 close(CloseReason::Uses),
                 close(CloseReason::Broken),
                 close(CloseReason::Drain),
+                close(CloseReason::Cancelled),
             ],
             size: metrics::gauge!("hasivu_pool_size", "pool" => Arc::clone(name)),
             idle: metrics::gauge!("hasivu_pool_idle", "pool" => Arc::clone(name)),
@@ -140,7 +141,13 @@ impl<M: Manager> Drop for Handoff<M> {
         if let (Some(grant), Some(pool)) = (self.grant.take(), self.pool.upgrade()) {
             match grant {
                 Grant::Conn(conn) => pool.release(conn, false),
-                Grant::Create => pool.free_slot(),
+                Grant::Create { probe } => {
+                    if probe {
+                        // The probe's taker left: the next one may go.
+                        pool.lock().probing = false;
+                    }
+                    pool.free_slot();
+                }
                 Grant::Unavailable(_) => {}
             }
         }
@@ -210,8 +217,12 @@ impl<M: Manager> Pool<M> {
     /// A connection: an idle one, a new one, or the next one returned, in
     /// the order callers asked.
     ///
-    /// Cancel-safe: dropping the future gives up the caller's place and
-    /// leaks nothing (a connection already handed to it goes back).
+    /// Cancel-safe: dropping the future at any point gives up the caller's
+    /// place and leaks nothing. A connection already handed to it goes
+    /// back; a creation slot (or the breaker's probe) handed to it, or one
+    /// it was creating in, is freed; a connection it was checking is
+    /// destroyed (its state is unknown, see [`Manager::validate`]) and
+    /// counted in [`Closes::cancelled`](crate::Closes::cancelled).
     ///
     /// # Errors
     ///
@@ -281,6 +292,21 @@ impl<M: Manager> Shared<M> {
         site: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let started = Instant::now();
+        let outcome = self.try_acquire(site, started).await;
+        if outcome.is_err() {
+            // Failed acquires count in the wait statistics too: a timeout
+            // is the longest wait of all. (A success records its wait when
+            // it checks the connection out.)
+            self.record_wait(started.elapsed());
+        }
+        outcome
+    }
+
+    async fn try_acquire(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+        started: Instant,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let deadline = started + self.config.acquire_timeout;
         let mut first = true;
         loop {
@@ -294,8 +320,12 @@ impl<M: Manager> Shared<M> {
                 /// Checked out under the lock already: no validation due.
                 Ready(Conn<M::Connection>),
                 Idle(Conn<M::Connection>),
-                Create,
+                /// A slot counted in `size` and `creating`.
+                Create {
+                    probe: bool,
+                },
                 Wait(u64, tokio::sync::oneshot::Receiver<Handoff<M>>),
+                Refused(Duration),
             }
             let mut expired = Vec::new();
             let step = {
@@ -312,12 +342,6 @@ impl<M: Manager> Shared<M> {
                     if now >= conn.expires {
                         state.size -= 1;
                         expired.push((conn, CloseReason::Lifetime));
-                        continue;
-                    }
-                    // A cheap synchronous look before handing it out.
-                    if self.manager.is_broken(&conn.raw) {
-                        state.size -= 1;
-                        expired.push((conn, CloseReason::Broken));
                         continue;
                     }
                     found = Some(conn);
@@ -346,26 +370,27 @@ impl<M: Manager> Shared<M> {
                         Step::Ready(conn)
                     }
                     Some(conn) => Step::Idle(conn),
-                    None if state.size < self.config.max_size => match state.admit(now) {
-                        Admit::Yes | Admit::Probe => {
-                            state.size += 1;
-                            state.creating += 1;
-                            Step::Create
-                        }
-                        Admit::No(retry_in) => {
-                            drop(state);
-                            self.retire_all(expired);
-                            return Err(PoolError::Unavailable {
-                                last_error: self.lock().last_error.clone(),
-                                retry_in,
-                            });
-                        }
-                    },
                     None => {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                        state.waiters.push_back(Waiter { id, tx });
-                        Step::Wait(id, rx)
+                        // Callers queued while the breaker held creations
+                        // back are served before this newcomer (with the
+                        // pool full, nobody is).
+                        match state.serve_waiters(self.config.max_size, now, &self.me) {
+                            Some(retry_in) => Step::Refused(retry_in),
+                            None if state.size < self.config.max_size => match state.admit(now) {
+                                Admit::No(retry_in) => Step::Refused(retry_in),
+                                admit => {
+                                    state.size += 1;
+                                    state.creating += 1;
+                                    Step::Create {
+                                        probe: admit == Admit::Probe,
+                                    }
+                                }
+                            },
+                            None => {
+                                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                                Step::Wait(id, state.enqueue(id))
+                            }
+                        }
                     }
                 }
             };
@@ -374,26 +399,52 @@ impl<M: Manager> Shared<M> {
             }
             match step {
                 Step::Ready(mut conn) => {
+                    // A cheap synchronous look before handing it out, outside
+                    // the lock: the manager's code never runs under it.
+                    if self.is_broken(&conn.raw) {
+                        if self.config.leak_threshold.is_some() {
+                            self.lock().checked_out.remove(&conn.id);
+                        }
+                        self.retire(conn, CloseReason::Broken);
+                        self.free_slot();
+                        continue;
+                    }
                     conn.uses = conn.uses.saturating_add(1);
-                    let waited = now - started;
-                    self.counters.wait(waited);
-                    self.metrics.wait.record(waited.as_secs_f64());
+                    self.record_wait(now - started);
                     return Ok(Pooled::new(conn, Arc::clone(self)));
                 }
-                Step::Idle(mut conn) => {
-                    let limit = deadline.saturating_duration_since(Instant::now());
-                    if conn.idle_since.elapsed() >= self.config.validate_after
-                        && !self.validate(&mut conn, limit).await
-                    {
+                Step::Idle(conn) => {
+                    // Held by a guard across the check: a caller dropped
+                    // there (or a check that panics) gives the slot back.
+                    let mut checking = Checking {
+                        shared: self,
+                        conn: Some(conn),
+                    };
+                    let healthy = match checking.conn.as_mut() {
+                        Some(conn) if !self.is_broken(&conn.raw) => {
+                            let limit = deadline.saturating_duration_since(Instant::now());
+                            self.validate(conn, limit).await
+                        }
+                        _ => false,
+                    };
+                    let conn = checking.conn.take().expect("the connection being checked");
+                    if !healthy {
                         self.retire(conn, CloseReason::Broken);
                         self.free_slot();
                         continue;
                     }
                     return Ok(self.checkout(conn, site, started));
                 }
-                Step::Create => {
-                    let conn = self.create_within(deadline, started).await?;
+                Step::Create { probe } => {
+                    let slot = SlotGuard::new(self, probe);
+                    let conn = self.create_within(slot, deadline, started).await?;
                     return Ok(self.checkout(conn, site, started));
+                }
+                Step::Refused(retry_in) => {
+                    return Err(PoolError::Unavailable {
+                        last_error: self.lock().last_error.clone(),
+                        retry_in,
+                    });
                 }
                 Step::Wait(id, rx) => {
                     let mut guard = WaitGuard {
@@ -408,9 +459,10 @@ impl<M: Manager> Shared<M> {
                             Some(Grant::Conn(conn)) => {
                                 return Ok(self.checkout(conn, site, started));
                             }
-                            Some(Grant::Create) => {
+                            Some(Grant::Create { probe }) => {
                                 self.lock().creating += 1;
-                                let conn = self.create_within(deadline, started).await?;
+                                let slot = SlotGuard::new(self, probe);
+                                let conn = self.create_within(slot, deadline, started).await?;
                                 return Ok(self.checkout(conn, site, started));
                             }
                             Some(Grant::Unavailable(retry_in)) => {
@@ -432,6 +484,12 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// An acquire's wait, in the status histogram and the metric.
+    fn record_wait(&self, waited: Duration) {
+        self.counters.wait(waited);
+        self.metrics.wait.record(waited.as_secs_f64());
+    }
+
     /// `Timeout`, counted, with the backend's last error.
     fn timed_out(&self, started: Instant) -> PoolError<M::Error> {
         self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -446,11 +504,12 @@ impl<M: Manager> Shared<M> {
     /// the create timeout and by what is left of the acquire timeout.
     async fn create_within(
         self: &Arc<Self>,
+        slot: SlotGuard<'_, M>,
         deadline: Instant,
         started: Instant,
     ) -> Result<Conn<M::Connection>, PoolError<M::Error>> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.create_in_slot(left).await {
+        match self.create_in_slot(slot, left).await {
             Err(PoolError::CreateTimeout(_)) if left < self.config.create_timeout => {
                 Err(self.timed_out(started))
             }
@@ -458,28 +517,31 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Creates a connection in a slot already counted in `size` and
-    /// `creating`, within `limit` (and the create timeout). On failure, or
-    /// if the caller is cancelled, the slot is given back.
+    /// Creates a connection in `slot` (counted in `size` and `creating`),
+    /// within `limit` (and the create timeout). On failure, or if the
+    /// caller is cancelled, the slot guard gives the slot back.
     pub(super) async fn create_in_slot(
         self: &Arc<Self>,
+        mut slot: SlotGuard<'_, M>,
         limit: Duration,
     ) -> Result<Conn<M::Connection>, PoolError<M::Error>> {
-        let slot = SlotGuard {
-            shared: self,
-            armed: true,
-        };
         let limit = limit.min(self.config.create_timeout);
         let outcome = tokio::time::timeout(limit, self.manager.create()).await;
         let now = Instant::now();
         match outcome {
             Ok(Ok(raw)) => {
-                let mut slot = slot;
                 slot.armed = false;
                 let mut state = self.lock();
                 state.creating -= 1;
                 state.created();
+                // The breaker has closed: callers it held back in the queue
+                // get the free slots now.
+                state.serve_waiters(self.config.max_size, now, &self.me);
                 drop(state);
+                if slot.probe {
+                    // The upkeep rests while a probe is in flight.
+                    self.changed.notify_one();
+                }
                 self.counters.creates.fetch_add(1, Ordering::Relaxed);
                 Ok(self.new_conn(raw, now))
             }
@@ -510,6 +572,21 @@ impl<M: Manager> Shared<M> {
             self.config.retry_initial,
             self.config.retry_max,
             now,
+        )
+    }
+
+    /// The manager's synchronous look at a connection. A panic in it is
+    /// caught (it may run in `Pooled`'s `Drop`, and must not leak the
+    /// connection's slot) and counts as broken.
+    fn is_broken(&self, raw: &M::Connection) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.manager.is_broken(raw))).unwrap_or_else(
+            |_| {
+                tracing::error!(
+                    pool = &*self.name,
+                    "the manager's is_broken panicked; the connection is closed"
+                );
+                true
+            },
         )
     }
 
@@ -549,9 +626,7 @@ impl<M: Manager> Shared<M> {
                 },
             );
         }
-        let waited = now - started;
-        self.counters.wait(waited);
-        self.metrics.wait.record(waited.as_secs_f64());
+        self.record_wait(now - started);
         Pooled::new(conn, Arc::clone(self))
     }
 
@@ -559,7 +634,7 @@ impl<M: Manager> Shared<M> {
     /// retired (broken, too old, used up, or the pool is closed).
     pub(crate) fn release(&self, mut conn: Conn<M::Connection>, broken: bool) {
         let now = Instant::now();
-        let reason = if broken || self.manager.is_broken(&conn.raw) {
+        let reason = if broken || self.is_broken(&conn.raw) {
             Some(CloseReason::Broken)
         } else if now >= conn.expires {
             Some(CloseReason::Lifetime)
@@ -594,22 +669,8 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn free_slot(&self) {
         let mut state = self.lock();
         let weak = &self.me;
-        let mut refused = None;
-        if !state.closed && !state.waiters.is_empty() {
-            match state.admit(Instant::now()) {
-                admit @ (Admit::Yes | Admit::Probe) => {
-                    if state.hand_off(Grant::Create, weak).is_none() {
-                        return;
-                    }
-                    if admit == Admit::Probe {
-                        // Nobody took the probe.
-                        state.probing = false;
-                    }
-                }
-                Admit::No(retry_in) => refused = Some(retry_in),
-            }
-        }
         state.size -= 1;
+        let refused = state.serve_waiters(self.config.max_size, Instant::now(), weak);
         // The breaker is open and no connection is left that could come
         // back to the waiters: they learn it now, not at their timeout.
         if let Some(retry_in) = refused
@@ -660,7 +721,8 @@ impl<M: Manager> Shared<M> {
             idle,
             in_use: state.size.saturating_sub(idle + state.creating),
             creating: state.creating,
-            waiters: state.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+            // A waiter that gives up takes itself out of the queue at once.
+            waiters: state.waiters.len(),
             creates: self.counters.creates.load(Ordering::Relaxed),
             create_failures: self.counters.create_failures.load(Ordering::Relaxed),
             timeouts: self.counters.timeouts.load(Ordering::Relaxed),
@@ -724,11 +786,23 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// Gives a creation slot back if the creating caller fails or is
-/// cancelled.
-struct SlotGuard<'a, M: Manager> {
+/// Gives a creation slot back if the creation fails, panics or its caller
+/// is cancelled; made as soon as the slot is counted, before any `.await`.
+pub(super) struct SlotGuard<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     armed: bool,
+    /// This creation is the breaker's probe.
+    probe: bool,
+}
+
+impl<'a, M: Manager> SlotGuard<'a, M> {
+    pub(super) fn new(shared: &'a Arc<Shared<M>>, probe: bool) -> Self {
+        Self {
+            shared,
+            armed: true,
+            probe,
+        }
+    }
 }
 
 impl<M: Manager> Drop for SlotGuard<'_, M> {
@@ -736,9 +810,35 @@ impl<M: Manager> Drop for SlotGuard<'_, M> {
         if self.armed {
             let mut state = self.shared.lock();
             state.creating -= 1;
-            // A cancelled probe must not leave the breaker half-open.
-            state.probing = false;
+            if self.probe {
+                // A failed or cancelled probe must not leave the breaker
+                // half-open; another one may go.
+                state.probing = false;
+            }
             drop(state);
+            self.shared.free_slot();
+        }
+    }
+}
+
+/// An idle connection being checked. If the caller is dropped during the
+/// check, or the check panics, the connection is closed (its state is
+/// unknown: a check may be half-way through a round trip) and its slot
+/// given back.
+struct Checking<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    conn: Option<Conn<M::Connection>>,
+}
+
+impl<M: Manager> Drop for Checking<'_, M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let reason = if std::thread::panicking() {
+                CloseReason::Broken
+            } else {
+                CloseReason::Cancelled
+            };
+            self.shared.retire(conn, reason);
             self.shared.free_slot();
         }
     }

@@ -9,7 +9,9 @@ use std::{
 
 use http::{HeaderName, HeaderValue, request::Parts};
 
-use crate::client_ip::{TrustedProxies, forwarded_hops, ip_key, single_hop, x_forwarded_for_hops};
+use crate::client_ip::{
+    TrustedProxies, canonical, forwarded_hops, ip_key, single_hop, x_forwarded_for_hops,
+};
 
 /// Picks the key a request counts against; `None` means the request is
 /// not limited by this layer.
@@ -210,7 +212,8 @@ impl ClientIpKey {
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
         let peer = peer(parts)?;
         if !self.proxies.contains(peer) {
-            return Some(peer);
+            // `::ffff:a.b.c.d` is the IPv4 client, as on the trusted path.
+            return Some(canonical(peer));
         }
         // Last value first: the right end is what the nearest proxy wrote.
         let values = |name: &HeaderName| {

@@ -2,13 +2,45 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use http::request::Parts;
 use tower_layer::Layer;
 
 use super::{
     Blocklist, Detector, DistinctPaths, Limits, LocalBlocklist, NotFoundRate, PathTraversal,
-    ProbePaths, RapidRequests, Shield, SqlInjection, UserAgents, Xss, log_throttle::LogThrottle,
+    ProbePaths, RapidRequests, Shield, SqlInjection, Strikes, UserAgents, Xss,
+    log_throttle::LogThrottle, state::Clock, strikes::StrikeTable,
 };
 use crate::{Cidr, http::ClientIpKey};
+
+/// Recognises requests that carry valid credentials, for a shield that runs
+/// before authentication: such requests are never refused because their
+/// address is blocked, and never block it or count a strike against it (a
+/// request of theirs at the threshold is still refused). See
+/// [`ShieldLayer::authenticated`].
+///
+/// Verify, do not trust: check the token's signature and expiry as your
+/// authentication does, or anyone could send `Authorization: Bearer x` to
+/// stay clear of the blocklist. The hook runs only for requests at the
+/// threshold and for requests from blocked addresses, so its cost stays
+/// off the clean path.
+///
+/// Closures `Fn(&http::request::Parts) -> bool` are hooks.
+pub trait Authenticated: Clone + Send + Sync + 'static {
+    /// Whether the request carries valid credentials.
+    fn is_authenticated(&self, parts: &Parts) -> bool;
+}
+
+impl<F> Authenticated for F
+where
+    F: Fn(&Parts) -> bool + Clone + Send + Sync + 'static,
+{
+    fn is_authenticated(&self, parts: &Parts) -> bool {
+        self(parts)
+    }
+}
+
+/// The hook, type-erased: the layer keeps no type parameter for it.
+pub(crate) type AuthHook = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// What the shield does with a request whose score reaches the threshold.
 ///
@@ -47,14 +79,6 @@ impl Action {
             ttl: Duration::from_secs(3600),
         }
     }
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Action::LogOnly => "log",
-            Action::Reject => "reject",
-            Action::Block { .. } => "block",
-        }
-    }
 }
 
 impl Default for Action {
@@ -91,6 +115,10 @@ pub struct ShieldLayer<Bl = LocalBlocklist> {
 /// One log event per client per this interval, by default.
 const DEFAULT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The weight of a body the shield could not decode, by default: a
+/// supporting sign, never enough alone.
+const DEFAULT_UNDECODED_BODY_WEIGHT: u32 = 2;
+
 /// Settings and state shared by the layer's services.
 #[derive(Clone)]
 pub(crate) struct Config<Bl> {
@@ -102,8 +130,14 @@ pub(crate) struct Config<Bl> {
     pub(crate) client_ip: ClientIpKey,
     pub(crate) limits: Limits,
     pub(crate) inspect_bodies: bool,
+    pub(crate) undecoded_body_weight: u32,
     pub(crate) log_paths: bool,
+    pub(crate) log_every: Duration,
     pub(crate) log_throttle: Arc<LogThrottle>,
+    pub(crate) strikes: Strikes,
+    pub(crate) strike_table: Arc<StrikeTable>,
+    pub(crate) authenticated: Option<AuthHook>,
+    pub(crate) tokio_time: bool,
 }
 
 impl<Bl: std::fmt::Debug> std::fmt::Debug for Config<Bl> {
@@ -117,15 +151,33 @@ impl<Bl: std::fmt::Debug> std::fmt::Debug for Config<Bl> {
             .field("client_ip", &self.client_ip)
             .field("limits", &self.limits)
             .field("inspect_bodies", &self.inspect_bodies)
+            .field("undecoded_body_weight", &self.undecoded_body_weight)
             .field("log_paths", &self.log_paths)
-            .field("log_throttle", &self.log_throttle)
-            .finish()
+            .field("log_every", &self.log_every)
+            .field("strikes", &self.strikes)
+            .field("authenticated", &self.authenticated.is_some())
+            .field("tokio_time", &self.tokio_time)
+            .finish_non_exhaustive()
     }
 }
 
 impl<Bl> Config<Bl> {
     pub(crate) fn allowed(&self, ip: IpAddr) -> bool {
         self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// Whether the hook recognises the request (false without a hook).
+    pub(crate) fn authenticated(&self, parts: &Parts) -> bool {
+        self.authenticated.as_ref().is_some_and(|hook| hook(parts))
+    }
+
+    /// Remakes the state that reads the clock, after a setting changed.
+    fn rebuild_clocked(&mut self) {
+        self.log_throttle = Arc::new(LogThrottle::with_clock(
+            self.log_every,
+            Clock::new(self.tokio_time),
+        ));
+        self.strike_table = Arc::new(StrikeTable::new(self.strikes, Clock::new(self.tokio_time)));
     }
 }
 
@@ -145,8 +197,10 @@ fn default_detectors() -> Vec<Arc<dyn Detector>> {
 
 impl ShieldLayer<LocalBlocklist> {
     /// Every built-in detector with its default weight, threshold 5,
-    /// [`Action::Block`] for an hour, a [`LocalBlocklist`], no allow-list,
-    /// the client IP from the socket peer, default [`Limits`].
+    /// [`Action::Block`] for an hour after 5 [`Strikes`] within 10 minutes,
+    /// a [`LocalBlocklist`], no allow-list, no
+    /// [`authenticated`](Self::authenticated) hook, the client IP from the
+    /// socket peer, default [`Limits`].
     pub fn new() -> Self {
         Self {
             config: Arc::new(Config {
@@ -158,8 +212,14 @@ impl ShieldLayer<LocalBlocklist> {
                 client_ip: ClientIpKey::new(),
                 limits: Limits::default(),
                 inspect_bodies: true,
+                undecoded_body_weight: DEFAULT_UNDECODED_BODY_WEIGHT,
                 log_paths: true,
+                log_every: DEFAULT_LOG_EVERY,
                 log_throttle: Arc::new(LogThrottle::new(DEFAULT_LOG_EVERY)),
+                strikes: Strikes::default(),
+                strike_table: Arc::new(StrikeTable::new(Strikes::default(), Clock::new(false))),
+                authenticated: None,
+                tokio_time: false,
             }),
         }
     }
@@ -203,9 +263,41 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
     }
 
     /// What happens at the threshold (default [`Action::Block`] for an
-    /// hour).
+    /// hour, once the client has enough [`Strikes`]).
     pub fn action(self, action: Action) -> Self {
         self.edit(|c| c.action = action)
+    }
+
+    /// When [`Action::Block`] blocks a client: after `strikes.count`
+    /// requests at or over the threshold within `strikes.window` (default
+    /// 5 within 10 minutes). Each of them is refused; the ones before the
+    /// last block no one. [`Strikes::first`] blocks at the first.
+    pub fn strikes(self, strikes: Strikes) -> Self {
+        self.edit(|c| {
+            c.strikes = strikes;
+            c.rebuild_clocked();
+        })
+    }
+
+    /// Recognises requests that carry valid credentials (see
+    /// [`Authenticated`]): they are refused at the threshold like any
+    /// other, but never block their address or count a strike against it,
+    /// and they are served (and inspected) even while their address is
+    /// blocked. Without a hook (the default) every request is judged by its
+    /// address alone.
+    pub fn authenticated(self, hook: impl Authenticated) -> Self {
+        let hook: AuthHook = Arc::new(move |parts: &Parts| hook.is_authenticated(parts));
+        self.edit(|c| c.authenticated = Some(hook))
+    }
+
+    /// Reads tokio's clock for the layer's own state (strikes, the log
+    /// throttle), so tests can pause and advance time. Detectors and
+    /// blocklists have their own switch.
+    pub fn tokio_time(self, enabled: bool) -> Self {
+        self.edit(|c| {
+            c.tokio_time = enabled;
+            c.rebuild_clocked();
+        })
     }
 
     /// Where blocked clients are kept (default a [`LocalBlocklist`]; a
@@ -223,8 +315,14 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
                 client_ip: c.client_ip,
                 limits: c.limits,
                 inspect_bodies: c.inspect_bodies,
+                undecoded_body_weight: c.undecoded_body_weight,
                 log_paths: c.log_paths,
+                log_every: c.log_every,
                 log_throttle: c.log_throttle,
+                strikes: c.strikes,
+                strike_table: c.strike_table,
+                authenticated: c.authenticated,
+                tokio_time: c.tokio_time,
             }),
         }
     }
@@ -259,6 +357,17 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
         self.edit(|c| c.inspect_bodies = enabled)
     }
 
+    /// The score of a JSON or form body the shield cannot inspect because
+    /// of its `Content-Encoding` (default 2, reason `undecoded_body`): a
+    /// coding it does not decode (`br`, `zstd`, stacked codings such as
+    /// `gzip, gzip`, unknown ones; `gzip` and `deflate` too without the
+    /// `gzip` feature) or a body that does not decode as it claims. Below
+    /// the threshold, so such a body alone is logged, not refused; 0 scores
+    /// nothing.
+    pub fn undecoded_body_weight(self, weight: u32) -> Self {
+        self.edit(|c| c.undecoded_body_weight = weight)
+    }
+
     /// Whether log events carry the request path (default true; turn it
     /// off when paths hold secrets such as reset tokens). Query strings and
     /// bodies are never logged.
@@ -266,15 +375,18 @@ impl<Bl: Blocklist> ShieldLayer<Bl> {
         self.edit(|c| c.log_paths = enabled)
     }
 
-    /// At most one `suspicious request` or `request refused` event per
-    /// client per `interval` (default 10 s; zero logs every one): a client
-    /// that loops without pause would otherwise write a line per request.
-    /// The events in between are counted in
+    /// At most one event per client per `interval` (default 10 s; zero
+    /// logs every one) for its suspicious requests, refusals and strikes,
+    /// and for the `DEBUG` event of a blocked client's refused request: a
+    /// client that loops without pause would otherwise write a line per
+    /// request. The events in between are counted in
     /// `hasivu_shield_log_suppressed_total`, and the next event carries
-    /// their number as `suppressed`. Blocks are always logged (a blocked
-    /// client is refused before inspection, without a log line).
+    /// their number as `suppressed`. Blocks are always logged.
     pub fn log_every(self, interval: Duration) -> Self {
-        self.edit(|c| c.log_throttle = Arc::new(LogThrottle::new(interval)))
+        self.edit(|c| {
+            c.log_every = interval;
+            c.log_throttle = Arc::new(LogThrottle::with_clock(interval, Clock::new(c.tokio_time)));
+        })
     }
 
     /// The blocklist, to unblock clients or list them.

@@ -45,7 +45,8 @@ impl LogThrottle {
         self.table.with(
             client_bits(ip),
             || (0, 0),
-            |&(last, _)| now.saturating_sub(last) >= every,
+            // A client whose events are being suppressed is kept longest.
+            |&(last, suppressed)| (now.saturating_sub(last) < every).then_some((suppressed, last)),
             |(last, suppressed)| {
                 if *last == 0 || now.saturating_sub(*last) >= every {
                     let before = *suppressed;

@@ -4,10 +4,11 @@
 //! [`ShieldLayer`] runs every [`Detector`] on each request and adds up
 //! their scores, as the OWASP Core Rule Set's anomaly scoring does. At the
 //! threshold (default 5) the [`Action`] applies: by default the request is
-//! answered `429 Too Many Requests` with a `SECURITY_VIOLATION` problem and
-//! the client IP is blocklisted for an hour. Blocked clients are refused
-//! before their request is parsed; allow-listed networks are never
-//! inspected, scored or refused.
+//! answered `429 Too Many Requests` with a `SECURITY_VIOLATION` problem,
+//! and a client IP that does this 5 times within 10 minutes ([`Strikes`])
+//! is blocklisted for an hour. Blocked clients are refused before their
+//! request is parsed; allow-listed networks are never inspected, scored or
+//! refused.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -31,27 +32,35 @@
 //! // Harmless text that naive checks flag passes.
 //! let plan = service.clone().oneshot(request("/plans?q=Select+your+plan")).await.unwrap();
 //! assert_eq!(plan.status(), StatusCode::OK);
-//! // An injection is refused and the client blocked for an hour.
-//! let attack = service.clone().oneshot(request("/menu?id=1%27%20OR%20%271%27%3D%271")).await.unwrap();
+//! // An injection is refused…
+//! let injection = "/menu?id=1%27%20OR%20%271%27%3D%271";
+//! let attack = service.clone().oneshot(request(injection)).await.unwrap();
 //! assert_eq!(attack.status(), StatusCode::TOO_MANY_REQUESTS);
-//! assert_eq!(attack.headers()["retry-after"], "3600");
-//! // Now even harmless requests of that client are refused.
+//! // …but one request blocks no one: others behind that address pass.
+//! let next = service.clone().oneshot(request("/plans")).await.unwrap();
+//! assert_eq!(next.status(), StatusCode::OK);
+//! // Five within ten minutes block the client for an hour.
+//! for _ in 0..4 {
+//!     service.clone().oneshot(request(injection)).await.unwrap();
+//! }
 //! let after = service.oneshot(request("/plans")).await.unwrap();
 //! assert_eq!(after.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(after.headers()["retry-after"], "3600");
 //! # }
 //! ```
 //!
 //! A customised shield: behind a load balancer, with a partner network on
-//! the allow-list, a lower threshold, rejections without blocking, one
-//! detector of your own, and a shared blocklist with the `redis` feature
-//! (`RedisBlocklist::builder(url).build()?` in place of the local one):
+//! the allow-list, a lower threshold, blocks after 3 violations within 5
+//! minutes for half an hour, one detector of your own, and a shared
+//! blocklist with the `redis` feature (`RedisBlocklist::builder(url).build()?`
+//! in place of the local one):
 //!
 //! ```
 //! use std::time::Duration;
 //! use hasivu_ratelimit::{
 //!     Cidr, TrustedProxies,
 //!     http::ClientIpKey,
-//!     shield::{Action, Finding, Inspection, Limits, LocalBlocklist, ShieldLayer},
+//!     shield::{Action, Finding, Inspection, Limits, LocalBlocklist, ShieldLayer, Strikes},
 //! };
 //!
 //! let blocklist = LocalBlocklist::new();
@@ -59,7 +68,8 @@
 //!     .client_ip(ClientIpKey::trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap()))
 //!     .allow(Cidr::parse("198.51.100.0/24").unwrap())
 //!     .threshold(4)
-//!     .action(Action::Reject)
+//!     .action(Action::Block { ttl: Duration::from_secs(1800) })
+//!     .strikes(Strikes { count: 3, window: Duration::from_secs(300), ..Strikes::default() })
 //!     .detector(|request: &Inspection<'_>| {
 //!         (request.method() == "TRACE").then_some(Finding::new("trace_method", 5))
 //!     })
@@ -81,6 +91,7 @@
 //! | [`ProbePaths`] | `probe_path` | 3 | `/.env`, `/.git/`, `/wp-admin`, `/wp-login.php`, `/phpmyadmin`, `/actuator`, `*.php`, `*.bak`… | `/environment`, your routes |
 //! | [`NotFoundRate`] | `not_found_rate` | 2 | 30 or more 404 answers in a sliding minute | a few broken links |
 //! | [`DistinctPaths`] | `distinct_paths` | 2 | 150 or more distinct paths in a minute | browsing an app |
+//! | the layer itself | `undecoded_body` | 2 ([`undecoded_body_weight`](ShieldLayer::undecoded_body_weight)) | a JSON or form body in a coding the shield does not decode (`br`, `zstd`, `gzip, gzip`, unknown), or that does not decode as it claims | `gzip` and `deflate` bodies, decoded and inspected (feature `gzip`, default) |
 //!
 //! SQL injection and XSS look at every decoded path segment, query name and
 //! value, and string of a JSON or form body; they tokenise (a SQL lexer
@@ -114,10 +125,71 @@
 //! - [`Action::Reject`]: `429` with an `application/problem+json` body
 //!   `{"type":"urn:hasivu:problem:security-violation","code":"SECURITY_VIOLATION",…}`
 //!   that echoes nothing of the request;
-//! - [`Action::Block`] (default, one hour): the same, and the client IP
-//!   (IPv6 by /64) goes on the [`Blocklist`]. Until the block expires the
-//!   client's requests are refused with the same problem and a
-//!   `Retry-After` of the remaining time, before anything is parsed.
+//! - [`Action::Block`] (default, one hour): the same, and the request is a
+//!   strike against the client IP (IPv6 by /64). At [`Strikes::count`]
+//!   strikes within [`Strikes::window`] (default 5 within 10 minutes;
+//!   [`Strikes::first`] blocks at once) the client goes on the
+//!   [`Blocklist`]. Until the block expires the client's requests are
+//!   refused with the same problem and a `Retry-After` of the remaining
+//!   time, before anything is parsed.
+//!
+//! One request never blocks an address: a page that embeds
+//! `<img src="https://api.example/menu?q=1'+OR+'1'='1">` makes every
+//! visitor's browser send an injection, and a school behind one NAT
+//! address would lose the API. Strikes are counted for at most
+//! [`Strikes::max_clients`] addresses, clients with the most strikes kept
+//! longest.
+//!
+//! **Authenticated requests.** The shield runs before authentication, so
+//! it knows a request only by its address. Give it
+//! [`ShieldLayer::authenticated`], a hook that verifies the request's
+//! credentials as your authentication does (signature and expiry, not
+//! mere presence), and requests it recognises are refused at the threshold
+//! like any other but never count a strike or block their address, and
+//! are served (and inspected) even while their address is blocked:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode, header, request::Parts};
+//! use hasivu_ratelimit::{http::PeerAddr, shield::{Blocklist, InspectedBody, ShieldLayer}};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! // Your authentication's own check of a bearer token.
+//! fn verify(token: &str) -> bool {
+//!     token == "signed-and-unexpired"
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = ShieldLayer::new().authenticated(|parts: &Parts| {
+//!     parts
+//!         .headers
+//!         .get(header::AUTHORIZATION)
+//!         .and_then(|v| v.to_str().ok())
+//!         .and_then(|v| v.strip_prefix("Bearer "))
+//!         .is_some_and(verify)
+//! });
+//! let blocklist = layer.get_blocklist().clone();
+//! let service = layer.layer(service_fn(|_req: Request<InspectedBody<String>>| async {
+//!     Ok::<_, Infallible>(Response::new(String::new()))
+//! }));
+//! let signed_in = |uri: &str| {
+//!     let mut request = Request::get(uri)
+//!         .header(header::AUTHORIZATION, "Bearer signed-and-unexpired")
+//!         .body(String::new())
+//!         .unwrap();
+//!     request.extensions_mut().insert(PeerAddr("203.0.113.7:5000".parse().unwrap()));
+//!     request
+//! };
+//! // A signed-in user's injection is refused, however often…
+//! for _ in 0..10 {
+//!     let answer = service.clone().oneshot(signed_in("/menu?id=1%27%20OR%201%3D1--")).await.unwrap();
+//!     assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+//! }
+//! // …and its address, shared perhaps by a whole school, is not blocked.
+//! assert!(blocklist.entries().await.unwrap().is_empty());
+//! # }
+//! ```
 //!
 //! The client IP comes from [`ClientIpKey`](crate::http::ClientIpKey):
 //! the socket peer, or what trusted proxies forwarded. A spoofed
@@ -145,23 +217,54 @@
 //! and streams through; a body of unknown length is read up to the limit,
 //! inspected that far, and the rest streams. The inner service always gets
 //! every byte, trailer and error of the body, in order ([`InspectedBody`]).
-//! Every detector is linear in its input, so a huge request costs bounded
-//! time.
+//!
+//! **Encoded bodies.** The shield runs before request decompression, so
+//! with the `gzip` feature (default) it decodes a `gzip` (or `x-gzip`) or
+//! `deflate` body itself to inspect it: at most the body limit of encoded
+//! bytes, into at most the body limit of decoded ones. A bomb (10 MB of
+//! zeros in 10 KB) stops there and is counted as uninspected; the inner
+//! service (and the decompression layer further in) still gets the bytes
+//! as sent. A body in a coding the shield does not decode (`br`, `zstd`,
+//! stacked codings such as `gzip, gzip`, unknown ones) is not read at all:
+//! it scores `undecoded_body` (weight 2, below the threshold: logged, and
+//! with one more sign refused) and is counted in
+//! `hasivu_shield_uninspected_total{part="body"}`. So is a body that does
+//! not decode as it claims, which is inspected as sent too.
+//!
+//! **Work.** Every detector and decoder is linear in its input and bounded
+//! in rounds: percent-decoding at most twice (`%252e`), HTML character
+//! references at most twice after the text as sent (`&amp;lt;`), JSON
+//! escapes once; no recursion. A huge or deeply nested request costs
+//! bounded time, and memory a small multiple of what is inspected: at
+//! most a SQL token (12 bytes) per byte of punctuation-dense text, and a
+//! copy per round of decoding.
+//!
+//! **Per-client state.** Rapid requests, 404s, distinct paths, strikes,
+//! the log throttle and the local blocklist each keep at most a set number
+//! of clients (100 000 by default). When full, clients that have rested go
+//! first, then the one worth least (the quietest, with the fewest counts;
+//! for the blocklist the block closest to its end), never an arbitrary
+//! one: an attacker with many addresses cannot push out its own count or
+//! another client's block. Evictions are counted in
+//! `hasivu_shield_state_evictions_total{table}`.
 //!
 //! # Logs and metrics
 //!
 //! - `hasivu_shield_decisions_total{action, reason}` for every request:
-//!   `action` is `pass`, `log`, `reject`, `block` or `refuse` (a blocked
-//!   client), `reason` the highest-scoring finding (`none`, `allowlisted`
-//!   and `blocklisted` otherwise).
+//!   `action` is `pass`, `log`, `reject`, `strike` (refused, and a strike
+//!   against the client), `block` or `refuse` (a blocked client), `reason`
+//!   the highest-scoring finding (`none`, `allowlisted` and `blocklisted`
+//!   otherwise).
 //! - `hasivu_shield_findings_total{reason}` for every finding.
 //! - `hasivu_shield_uninspected_total{part}`, `hasivu_shield_blocklist_errors_total{op}`,
 //!   `hasivu_shield_state_evictions_total{table}`.
 //! - A `tracing` event (target `hasivu_ratelimit::shield`) for every
 //!   request with a finding, with `ip`, `score`, `threshold`, `reasons`,
-//!   `method`, `path` and `action`. Query strings, bodies and headers are
-//!   never logged (turn the path off with
-//!   [`log_paths`](ShieldLayer::log_paths)).
+//!   `method`, `path` and `action` (and `strikes` for strikes and blocks,
+//!   `authenticated` for refusals), at most one per client per 10 s
+//!   ([`ShieldLayer::log_every`]) except blocks, which are always logged.
+//!   Query strings, bodies and headers are never logged (turn the path off
+//!   with [`log_paths`](ShieldLayer::log_paths)).
 //!
 //! # Differences from the report
 //!
@@ -169,6 +272,9 @@
 //!   more; here weights follow CRS (critical signs 5, supporting signs 1–3)
 //!   with a threshold of 5, so only an injection, or two supporting signs
 //!   together, refuse a request.
+//! - The report blocks an address at its first such request, for an hour;
+//!   here one request is refused alone, an address is blocked after
+//!   repeated ones, and requests with valid credentials never block it.
 //! - Its `/(SELECT|UNION…)/i` regex flags "Select your plan" and "Union von
 //!   Europa" and misses `1' OR '1'='1`; here SQL and HTML are tokenised and
 //!   matched by shape, in pure Rust (libinjection does not build offline,
@@ -182,18 +288,23 @@
 //!   path and the reasons, never query values, bodies or secrets.
 
 mod blocklist;
-mod detect;
+pub(crate) mod detect;
+#[cfg(feature = "tower")]
 mod log_throttle;
 mod state;
 
 #[cfg(feature = "tower")]
 mod body;
 #[cfg(feature = "tower")]
+mod coding;
+#[cfg(feature = "tower")]
 mod future;
 #[cfg(feature = "tower")]
 mod layer;
 #[cfg(feature = "tower")]
 mod service;
+#[cfg(feature = "tower")]
+mod strikes;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -211,10 +322,13 @@ pub use detect::{
 pub use future::ResponseFuture;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use layer::{Action, ShieldLayer};
+pub use layer::{Action, Authenticated, ShieldLayer};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use service::Shield;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use strikes::Strikes;
 
 /// The shield's findings on a request it let through (below the threshold,
 /// or [`Action::LogOnly`]), in the request's extensions for the inner

@@ -18,6 +18,7 @@ use tower_service::Service;
 use super::{
     Action, Blocklist, BodyKind, Finding, InspectedBody, Inspection, LocalBlocklist, Lookup,
     ResponseFuture, ShieldBody, ShieldVerdict,
+    coding::Coding,
     future::{Next, Observer, Refusal},
     layer::Config,
 };
@@ -92,15 +93,19 @@ where
             }
             // A blocked client is refused before anything is parsed.
             match config.blocklist.lookup_now(ip) {
-                Lookup::Blocked(left) => return refuse_blocked(ip, left),
-                Lookup::Clear => {}
+                // Credentials vouch for a request from a blocked address
+                // (shared, perhaps): it is inspected like any other.
+                Lookup::Blocked(left) if !config.authenticated(&parts) => {
+                    return refuse_blocked(config, ip, left);
+                }
+                Lookup::Blocked(_) | Lookup::Clear => {}
                 Lookup::Unknown => return self.slow(parts, body, Some(ip), true),
             }
         }
         if config.inspect_bodies && body_kind(&parts, &body, config.limits.body_bytes).is_some() {
             return self.slow(parts, body, ip, false);
         }
-        match judge(config, ip, &parts, None) {
+        match judge(config, ip, &parts, None, false) {
             Outcome::Pass(verdict) => {
                 let observer = ip.map(|ip| Observer {
                     ip,
@@ -151,9 +156,9 @@ impl<S, Bl> Shield<S, Bl> {
                 if lookup
                     && let Some(ip) = ip
                     && let Some(left) = config.blocklist.lookup(ip).await
+                    && !config.authenticated(&parts)
                 {
-                    count("refuse", "blocklisted");
-                    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+                    log_refused(&config, ip);
                     return Next::Refuse(Refusal::Blocked(left));
                 }
                 let kind = if config.inspect_bodies {
@@ -161,14 +166,56 @@ impl<S, Bl> Shield<S, Bl> {
                 } else {
                     None
                 };
+                let limit = config.limits.body_bytes;
                 let (body, outcome) = match kind {
-                    Some(kind) => {
-                        let (body, bytes, truncated) = read(body, config.limits.body_bytes).await;
-                        let text = String::from_utf8_lossy(&bytes);
-                        let outcome = judge(&config, ip, &parts, Some((kind, &text, truncated)));
-                        (body, outcome)
-                    }
-                    None => (InspectedBody::new(body), judge(&config, ip, &parts, None)),
+                    Some(kind) => match content_coding(&parts) {
+                        // Nothing to read in it: it streams through unread,
+                        // and scores.
+                        Coding::Undecoded => {
+                            uninspected_body();
+                            let outcome = judge(&config, ip, &parts, None, true);
+                            (InspectedBody::new(body), outcome)
+                        }
+                        Coding::Identity => {
+                            let (body, bytes, cut) = read(body, limit).await;
+                            if cut {
+                                uninspected_body();
+                            }
+                            let text = String::from_utf8_lossy(&bytes);
+                            let read = BodyText {
+                                kind,
+                                text: &text,
+                                as_sent: None,
+                                truncated: cut,
+                            };
+                            (body, judge(&config, ip, &parts, Some(read), false))
+                        }
+                        #[cfg(feature = "gzip")]
+                        coding @ (Coding::Gzip | Coding::Deflate) => {
+                            let (body, bytes, cut) = read(body, limit).await;
+                            let decoded = super::coding::decode(coding, &bytes, cut, limit);
+                            if decoded.truncated || decoded.invalid {
+                                uninspected_body();
+                            }
+                            let text = String::from_utf8_lossy(&decoded.bytes);
+                            // A body that does not decode as it claims is
+                            // read as sent too: a lenient decoder further in
+                            // might take it as it is.
+                            let as_sent = decoded.invalid.then(|| String::from_utf8_lossy(&bytes));
+                            let read = BodyText {
+                                kind,
+                                text: &text,
+                                as_sent: as_sent.as_deref(),
+                                truncated: decoded.truncated,
+                            };
+                            let outcome = judge(&config, ip, &parts, Some(read), decoded.invalid);
+                            (body, outcome)
+                        }
+                    },
+                    None => (
+                        InspectedBody::new(body),
+                        judge(&config, ip, &parts, None, false),
+                    ),
                 };
                 match outcome {
                     Outcome::Pass(verdict) => {
@@ -193,10 +240,32 @@ impl<S, Bl> Shield<S, Bl> {
     }
 }
 
-fn refuse_blocked<F>(ip: IpAddr, left: std::time::Duration) -> ResponseFuture<F> {
-    count("refuse", "blocklisted");
-    tracing::debug!(target: "hasivu_ratelimit::shield", %ip, "blocked client refused");
+fn refuse_blocked<F, Bl>(
+    config: &Config<Bl>,
+    ip: IpAddr,
+    left: std::time::Duration,
+) -> ResponseFuture<F> {
+    log_refused(config, ip);
     ResponseFuture::refused(Refusal::Blocked(left))
+}
+
+/// Counts the refusal of a blocked client, and logs it at `DEBUG` at most
+/// once per client per interval: a blocked client that keeps sending would
+/// otherwise write a line per request. The throttle is only asked when the
+/// event would be written, so refusing stays cheap.
+fn log_refused<Bl>(config: &Config<Bl>, ip: IpAddr) {
+    count("refuse", "blocklisted");
+    if tracing::enabled!(target: "hasivu_ratelimit::shield", tracing::Level::DEBUG) {
+        match config.log_throttle.admit(Some(ip)) {
+            Some(suppressed) => tracing::debug!(
+                target: "hasivu_ratelimit::shield",
+                %ip,
+                suppressed,
+                "blocked client refused"
+            ),
+            None => metrics::counter!("hasivu_shield_log_suppressed_total").increment(1),
+        }
+    }
 }
 
 /// Blocks `ip`; a store failure is logged by the store and changes nothing
@@ -286,9 +355,6 @@ where
         }
     }
     let truncated = !ended;
-    if truncated {
-        metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
-    }
     let bytes = match data.len() {
         0 => Bytes::new(),
         1 => data.pop().unwrap_or_default(),
@@ -305,12 +371,40 @@ where
     (InspectedBody::replay(frames, error, rest), bytes, truncated)
 }
 
-/// Runs the detectors, applies the threshold, logs and counts.
+fn uninspected_body() {
+    metrics::counter!("hasivu_shield_uninspected_total", "part" => "body").increment(1);
+}
+
+/// The coding the body declares in `Content-Encoding`.
+fn content_coding(parts: &Parts) -> Coding {
+    Coding::of(
+        parts
+            .headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    )
+}
+
+/// What the shield read of a body.
+struct BodyText<'a> {
+    kind: BodyKind,
+    /// The text to inspect: the body, decoded when it was encoded.
+    text: &'a str,
+    /// The bytes as sent, also inspected, when they did not decode.
+    as_sent: Option<&'a str>,
+    /// Whether the body went on past what was inspected.
+    truncated: bool,
+}
+
+/// Runs the detectors, applies the threshold, logs and counts. `undecoded`
+/// adds the finding of a body the shield could not decode.
 fn judge<Bl>(
     config: &Config<Bl>,
     ip: Option<IpAddr>,
     parts: &Parts,
-    body: Option<(BodyKind, &str, bool)>,
+    body: Option<BodyText<'_>>,
+    undecoded: bool,
 ) -> Outcome {
     let target = parts
         .uri
@@ -327,10 +421,13 @@ fn judge<Bl>(
     {
         inspection = inspection.with_user_agent(agent);
     }
-    if let Some((kind, text, truncated)) = body {
+    if let Some(body) = body {
         inspection = inspection
-            .with_body(kind, text)
-            .with_body_truncated(truncated);
+            .with_body(body.kind, body.text)
+            .with_body_truncated(body.truncated);
+        if let Some(as_sent) = body.as_sent {
+            inspection = inspection.with_body(body.kind, as_sent);
+        }
     }
     let cut = inspection.truncated();
     for (part, was_cut) in [
@@ -350,16 +447,31 @@ fn judge<Bl>(
             findings.push(finding);
         }
     }
+    if undecoded && config.undecoded_body_weight > 0 {
+        findings.push(Finding::new("undecoded_body", config.undecoded_body_weight));
+    }
     if findings.is_empty() {
         count("pass", "none");
         return Outcome::Pass(None);
     }
     let score: u32 = findings.iter().map(|f| f.score).sum();
     let over = config.threshold > 0 && score >= config.threshold;
-    let action = match (over, config.action, ip) {
-        (false, ..) => Action::LogOnly,
-        (true, Action::Block { .. }, None) => Action::Reject,
-        (true, action, _) => action,
+    let decision = match (over, config.action, ip) {
+        (false, ..) | (true, Action::LogOnly, _) => Decision::Log,
+        (true, Action::Reject, _) | (true, Action::Block { .. }, None) => Decision::Reject,
+        // Credentials vouch for the request: refused, but its address
+        // (shared, perhaps, by a whole school) is not held against it.
+        (true, Action::Block { .. }, Some(_)) if config.authenticated(parts) => {
+            Decision::Authenticated
+        }
+        (true, Action::Block { ttl }, Some(ip)) => {
+            let strikes = config.strike_table.strike(ip);
+            if strikes >= config.strike_table.count() {
+                Decision::Block(ip, ttl, strikes)
+            } else {
+                Decision::Strike(strikes)
+            }
+        }
     };
     let primary = findings
         .iter()
@@ -370,7 +482,7 @@ fn judge<Bl>(
         .map(|f| f.reason)
         .collect::<Vec<_>>()
         .join(",");
-    count(action.label(), primary);
+    count(decision.label(), primary);
     for finding in &findings {
         metrics::counter!("hasivu_shield_findings_total", "reason" => finding.reason).increment(1);
     }
@@ -380,9 +492,10 @@ fn judge<Bl>(
         Cow::Borrowed("-")
     };
     let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    // Repeats from one client within the interval are counted, not logged.
-    let logged = match action {
-        Action::Block { .. } => Some(0),
+    // Repeats from one client within the interval are counted, not logged;
+    // blocks always are.
+    let logged = match decision {
+        Decision::Block(..) => Some(0),
         _ => {
             let admitted = config.log_throttle.admit(ip);
             if admitted.is_none() {
@@ -391,8 +504,11 @@ fn judge<Bl>(
             admitted
         }
     };
-    match action {
-        Action::LogOnly => {
+    let action = decision.label();
+    let threshold = config.threshold;
+    let method = &parts.method;
+    match decision {
+        Decision::Log => {
             // A lone weak sign (curl's user agent, one 404 too many) is
             // every script's daily life: DEBUG below half the threshold,
             // INFO from there (and for a shadow-mode hit at the threshold).
@@ -403,18 +519,18 @@ fn judge<Bl>(
                         $level,
                         ip = %ip_text,
                         score,
-                        threshold = config.threshold,
+                        threshold,
                         reasons = %reasons,
-                        method = %parts.method,
+                        method = %method,
                         path = %path,
-                        action = action.label(),
+                        action,
                         suppressed = $suppressed,
                         "suspicious request"
                     )
                 };
             }
             if let Some(suppressed) = logged {
-                if score.saturating_mul(2) >= config.threshold {
+                if score.saturating_mul(2) >= threshold {
                     suspicious!(tracing::Level::INFO, suppressed);
                 } else {
                     suspicious!(tracing::Level::DEBUG, suppressed);
@@ -422,40 +538,84 @@ fn judge<Bl>(
             }
             Outcome::Pass(Some(ShieldVerdict { score, findings }))
         }
-        Action::Reject => {
+        Decision::Reject | Decision::Authenticated => {
             if let Some(suppressed) = logged {
                 tracing::warn!(
                     target: "hasivu_ratelimit::shield",
                     ip = %ip_text,
                     score,
-                    threshold = config.threshold,
+                    threshold,
                     reasons = %reasons,
-                    method = %parts.method,
+                    method = %method,
                     path = %path,
-                    action = action.label(),
+                    action,
+                    authenticated = matches!(decision, Decision::Authenticated),
                     suppressed,
                     "request refused by the abuse shield"
                 );
             }
             Outcome::Reject
         }
-        Action::Block { ttl } => {
+        Decision::Strike(strikes) => {
+            if let Some(suppressed) = logged {
+                tracing::warn!(
+                    target: "hasivu_ratelimit::shield",
+                    ip = %ip_text,
+                    score,
+                    threshold,
+                    reasons = %reasons,
+                    method = %method,
+                    path = %path,
+                    action,
+                    strikes,
+                    strikes_to_block = config.strike_table.count(),
+                    suppressed,
+                    "request refused by the abuse shield"
+                );
+            }
+            Outcome::Reject
+        }
+        Decision::Block(ip, ttl, strikes) => {
             tracing::warn!(
                 target: "hasivu_ratelimit::shield",
                 ip = %ip_text,
                 score,
-                threshold = config.threshold,
+                threshold,
                 reasons = %reasons,
-                method = %parts.method,
+                method = %method,
                 path = %path,
-                action = action.label(),
+                action,
+                strikes,
                 ttl_seconds = ttl.as_secs(),
                 "request refused and client blocked by the abuse shield"
             );
-            match ip {
-                Some(ip) => Outcome::Block(ip, ttl, reasons),
-                None => Outcome::Reject,
-            }
+            Outcome::Block(ip, ttl, reasons)
+        }
+    }
+}
+
+/// What the score decided, with what the logs and metrics need.
+#[derive(Clone, Copy)]
+enum Decision {
+    /// Below the threshold, or shadow mode: let through and logged.
+    Log,
+    /// Refused ([`Action::Reject`], or no address to block).
+    Reject,
+    /// Refused; the hook recognised credentials, so no strike and no block.
+    Authenticated,
+    /// Refused, and a strike (this many in the window) against the client.
+    Strike(u32),
+    /// Refused, and the client blocked after this many strikes.
+    Block(IpAddr, std::time::Duration, u32),
+}
+
+impl Decision {
+    fn label(self) -> &'static str {
+        match self {
+            Decision::Log => "log",
+            Decision::Reject | Decision::Authenticated => "reject",
+            Decision::Strike(_) => "strike",
+            Decision::Block(..) => "block",
         }
     }
 }

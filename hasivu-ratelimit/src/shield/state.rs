@@ -65,9 +65,15 @@ pub(crate) fn client_ip(bits: u128) -> IpAddr {
 
 const SHARDS: usize = 32;
 
-/// A bounded map from clients to `T`, in shards behind short locks. When a
-/// shard is full, entries `stale` says may go are dropped first, then an
-/// arbitrary one (counted in `hasivu_shield_state_evictions_total`).
+/// A bounded map from clients to `T`, in shards behind short locks.
+///
+/// When a shard is full, its entries whose clients have rested are dropped;
+/// if none has, the one worth least is evicted (counted in
+/// `hasivu_shield_state_evictions_total`): each table ranks its entries so
+/// that the client that has been quiet the longest goes first and one that
+/// is actively counting goes last. Never an arbitrary one: an attacker with
+/// many addresses would otherwise evict its own counter, or another
+/// client's, by sending from new addresses.
 pub(crate) struct Table<T> {
     shards: Box<[Mutex<HashMap<u128, T, foldhash::fast::RandomState>>]>,
     per_shard: usize,
@@ -106,11 +112,16 @@ impl<T> Table<T> {
     }
 
     /// Runs `f` on the entry of `key`, made by `make` when missing.
-    pub(crate) fn with<R>(
+    ///
+    /// `keep` ranks an entry when room is needed: `None` when its client
+    /// has rested (the entry may go), otherwise its worth, the lowest
+    /// evicted first. Only called when the shard is full: a pass over the
+    /// shard, under its lock, that drops the rested and finds the least.
+    pub(crate) fn with<K: Ord, R>(
         &self,
         key: u128,
         make: impl FnOnce() -> T,
-        stale: impl Fn(&T) -> bool,
+        keep: impl Fn(&T) -> Option<K>,
         f: impl FnOnce(&mut T) -> R,
     ) -> R {
         let mut map = self.shard(key).lock().expect("shield state lock");
@@ -119,9 +130,18 @@ impl<T> Table<T> {
         }
         if map.len() >= self.per_shard {
             let before = map.len();
-            map.retain(|_, v| !stale(v));
+            let mut least: Option<(K, u128)> = None;
+            map.retain(|k, v| match keep(v) {
+                None => false,
+                Some(worth) => {
+                    if least.as_ref().is_none_or(|(w, _)| worth < *w) {
+                        least = Some((worth, *k));
+                    }
+                    true
+                }
+            });
             if map.len() >= self.per_shard
-                && let Some(victim) = map.keys().next().copied()
+                && let Some((_, victim)) = least
             {
                 map.remove(&victim);
                 metrics::counter!("hasivu_shield_state_evictions_total", "table" => self.name)
@@ -194,13 +214,39 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_drops_the_rested_then_the_least_worth() {
+        // Two entries per shard; the worth is the value.
+        let table: Table<u64> = Table::new("test", 64);
+        let table = &table;
+        let same_shard = |of: u128| {
+            let shard = std::ptr::from_ref(table.shard(of));
+            (of + 1..).find(|&k| std::ptr::eq(table.shard(k), shard))
+        };
+        let (a, b) = (1u128, same_shard(1).unwrap());
+        table.with(a, || 10, |v| Some(*v), |_| ());
+        table.with(b, || 20, |v| Some(*v), |_| ());
+        // Full: the least worth goes, whichever came first.
+        let c = same_shard(b).unwrap();
+        table.with(c, || 30, |v| Some(*v), |_| ());
+        assert_eq!(table.get(a, |v| *v), None);
+        assert_eq!(table.get(b, |v| *v), Some(20));
+        // A rested entry goes before any other, however much it was worth.
+        let d = same_shard(c).unwrap();
+        table.with(d, || 5, |v| (*v != 30).then_some(*v), |_| ());
+        assert_eq!(table.get(c, |v| *v), None);
+        assert_eq!(table.get(b, |v| *v), Some(20));
+        assert_eq!(table.get(d, |v| *v), Some(5));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
     fn the_table_stays_bounded() {
         let table: Table<u64> = Table::new("test", 64);
         for i in 0..10_000u128 {
-            table.with(i, || 0, |v| *v > 5_000, |v| *v = 1);
+            table.with(i, || 0, |v| (*v <= 5_000).then_some(*v), |v| *v = 1);
         }
         assert!(table.len() <= 64, "{}", table.len());
-        table.with(u128::MAX, || 7, |_| false, |v| *v += 1);
+        table.with(u128::MAX, || 7, |v| Some(*v), |v| *v += 1);
         assert_eq!(table.get(u128::MAX, |v| *v), Some(8));
         assert_eq!(table.remove(u128::MAX), Some(8));
         table.retain(|_, _| false);

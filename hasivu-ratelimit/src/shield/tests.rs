@@ -187,6 +187,7 @@ async fn signs_add_up_and_only_together_block() {
         .layer(
             ShieldLayer::new()
                 .detectors(paused_detectors())
+                .strikes(Strikes::first())
                 .blocklist(blocklist.clone()),
         )
         .service(service_fn(app::<Full<Bytes>>));
@@ -258,6 +259,161 @@ async fn signs_add_up_and_only_together_block() {
     assert_eq!(a.status(), StatusCode::OK);
 }
 
+fn sqli(peer: &str) -> Request<Full<Bytes>> {
+    get(peer, "/menu?id=1%27%20OR%20%271%27%3D%271")
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_violations_within_the_window_block() {
+    let layer = ShieldLayer::new()
+        .tokio_time(true)
+        .strikes(Strikes {
+            count: 3,
+            window: Duration::from_secs(60),
+            ..Strikes::default()
+        })
+        .blocklist(LocalBlocklist::with_tokio_time());
+    let blocklist = layer.get_blocklist().clone();
+    let service = layer.layer(service_fn(app::<Full<Bytes>>));
+    let peer = "198.51.100.60";
+    for strike in 1..3 {
+        let a = service.clone().oneshot(sqli(peer)).await.unwrap();
+        assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(a.headers().get("retry-after").is_none(), "strike {strike}");
+        assert!(blocklist.is_empty(), "strike {strike}");
+        let a = service.clone().oneshot(get(peer, "/menu")).await.unwrap();
+        assert_eq!(a.status(), StatusCode::OK, "after strike {strike}");
+        tokio::time::advance(Duration::from_secs(20)).await;
+    }
+    // The third within the minute blocks.
+    let a = service.clone().oneshot(sqli(peer)).await.unwrap();
+    assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers()["retry-after"], "3600");
+    assert_eq!(blocklist.entries().await.unwrap()[0].reason, "sqli");
+    let a = service.oneshot(get(peer, "/menu")).await.unwrap();
+    assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn violations_spread_over_more_than_the_window_never_block() {
+    // The defaults: 5 strikes within 10 minutes.
+    let layer = ShieldLayer::new()
+        .tokio_time(true)
+        .blocklist(LocalBlocklist::with_tokio_time());
+    let blocklist = layer.get_blocklist().clone();
+    let service = layer.layer(service_fn(app::<Full<Bytes>>));
+    // One every 3 minutes: never 5 within 10 minutes, for two hours.
+    for n in 0..40 {
+        let a = service
+            .clone()
+            .oneshot(sqli("198.51.100.61"))
+            .await
+            .unwrap();
+        assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(a.headers().get("retry-after").is_none(), "violation {n}");
+        assert!(blocklist.is_empty(), "violation {n}");
+        tokio::time::advance(Duration::from_secs(180)).await;
+    }
+    // Five in a row do block.
+    for _ in 0..5 {
+        service
+            .clone()
+            .oneshot(sqli("198.51.100.61"))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        blocklist.lookup_now(ip("198.51.100.61")),
+        Lookup::Blocked(_)
+    ));
+}
+
+/// Recognises the one valid token of the tests.
+fn valid_token(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v == "Bearer valid")
+}
+
+fn with_token(mut request: Request<Full<Bytes>>, token: &str) -> Request<Full<Bytes>> {
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn authenticated_violations_are_refused_but_never_block_their_address() {
+    let layer = ShieldLayer::new().authenticated(valid_token);
+    let blocklist = layer.get_blocklist().clone();
+    let service = layer.layer(service_fn(app::<Full<Bytes>>));
+    let school = "203.0.113.90";
+    for n in 0..20 {
+        let a = service
+            .clone()
+            .oneshot(with_token(sqli(school), "valid"))
+            .await
+            .unwrap();
+        assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS, "violation {n}");
+        assert!(a.headers().get("retry-after").is_none(), "violation {n}");
+        assert!(blocklist.is_empty(), "violation {n}");
+    }
+    // They counted no strike: an unauthenticated client at that address
+    // still needs all five, and a forged token is no token.
+    for n in 0..4 {
+        let a = service
+            .clone()
+            .oneshot(with_token(sqli(school), "forged"))
+            .await
+            .unwrap();
+        assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(blocklist.is_empty(), "strike {}", n + 1);
+    }
+    service.clone().oneshot(sqli(school)).await.unwrap();
+    assert!(matches!(
+        blocklist.lookup_now(ip(school)),
+        Lookup::Blocked(_)
+    ));
+    // The address is blocked; requests with a valid token are still
+    // served, and still inspected.
+    let a = service.clone().oneshot(get(school, "/menu")).await.unwrap();
+    assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(a.headers().get("retry-after").is_some());
+    let a = service
+        .clone()
+        .oneshot(with_token(get(school, "/menu"), "valid"))
+        .await
+        .unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
+    let a = service
+        .clone()
+        .oneshot(with_token(sqli(school), "valid"))
+        .await
+        .unwrap();
+    assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(a.headers().get("retry-after").is_none());
+}
+
+#[test]
+fn strikes_come_from_configuration() {
+    let strikes: Strikes =
+        serde_json::from_str(r#"{ "count": 3, "window": "5m", "max_clients": 1000 }"#).unwrap();
+    assert_eq!(
+        strikes,
+        Strikes {
+            count: 3,
+            window: Duration::from_secs(300),
+            max_clients: 1000,
+        }
+    );
+    assert!(serde_json::from_str::<Strikes>(r#"{ "cuont": 3 }"#).is_err());
+    assert_eq!(
+        serde_json::from_str::<Strikes>("{}").unwrap(),
+        Strikes::default()
+    );
+}
+
 #[tokio::test]
 async fn actions_log_reject_or_block() {
     let sqli = || get("203.0.113.5", "/menu?id=1%20UNION%20SELECT%20NULL,NULL--");
@@ -286,9 +442,11 @@ async fn actions_log_reject_or_block() {
     let a = service.oneshot(get("203.0.113.5", "/menu")).await.unwrap();
     assert_eq!(a.status(), StatusCode::OK);
 
-    let block = ShieldLayer::new().action(Action::Block {
-        ttl: Duration::from_secs(90),
-    });
+    let block = ShieldLayer::new()
+        .action(Action::Block {
+            ttl: Duration::from_secs(90),
+        })
+        .strikes(Strikes::first());
     let blocklist = block.get_blocklist().clone();
     let service = block.layer(service_fn(app::<Full<Bytes>>));
     let a = service.oneshot(sqli()).await.unwrap();
@@ -320,7 +478,9 @@ async fn actions_log_reject_or_block() {
 
 #[tokio::test]
 async fn the_allow_list_always_wins() {
-    let layer = ShieldLayer::new().allow(Cidr::parse("192.0.2.0/24").unwrap());
+    let layer = ShieldLayer::new()
+        .allow(Cidr::parse("192.0.2.0/24").unwrap())
+        .strikes(Strikes::first());
     let blocklist = layer.get_blocklist().clone();
     let service = layer.layer(service_fn(app::<Full<Bytes>>));
     // Never scored, never blocked…
@@ -368,7 +528,8 @@ impl Body for Untouchable {
 
 #[tokio::test]
 async fn blocked_clients_are_refused_before_anything_is_read() {
-    let layer = ShieldLayer::new();
+    // The hook is asked, but never the body.
+    let layer = ShieldLayer::new().authenticated(valid_token);
     layer
         .get_blocklist()
         .block(ip("203.0.113.66"), Duration::from_secs(60), "manual")
@@ -641,7 +802,8 @@ fn events_carry_reasons_but_no_payloads() {
     assert!(events.contains("reasons=xss"), "{events}");
     assert!(events.contains("path=/orders/7"), "{events}");
     assert!(events.contains("score=5"), "{events}");
-    assert!(events.contains("action=\"block\""), "{events}");
+    assert!(events.contains("action=\"strike\""), "{events}");
+    assert!(events.contains("strikes=1 strikes_to_block=5"), "{events}");
     for secret in ["s3cr3t", "hunter2", "OR", "script", "token"] {
         assert!(!events.contains(secret), "{secret} leaked: {events}");
     }
@@ -791,6 +953,10 @@ fn decisions_are_counted_with_their_reasons() {
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
             let service = ShieldLayer::new()
+                .strikes(Strikes {
+                    count: 2,
+                    ..Strikes::default()
+                })
                 .allow(Cidr::parse("10.0.0.0/8").unwrap())
                 .limits(Limits {
                     uri_bytes: 64,
@@ -799,9 +965,11 @@ fn decisions_are_counted_with_their_reasons() {
                 .layer(service_fn(app::<Full<Bytes>>));
             let call = |r| service.clone().oneshot(r);
             call(get("192.0.2.50", "/menu")).await.unwrap();
-            call(get("192.0.2.51", "/menu?id=1%20OR%201%3D1--"))
-                .await
-                .unwrap();
+            for _ in 0..2 {
+                call(get("192.0.2.51", "/menu?id=1%20OR%201%3D1--"))
+                    .await
+                    .unwrap();
+            }
             call(get("192.0.2.51", "/menu")).await.unwrap();
             call(get("192.0.2.52", "/wp-admin/")).await.unwrap();
             call(get("10.1.2.3", "/menu?id=1%20OR%201%3D1--"))
@@ -817,6 +985,11 @@ fn decisions_are_counted_with_their_reasons() {
     assert_eq!(
         count("hasivu_shield_decisions_total{action=pass,reason=none}"),
         2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("hasivu_shield_decisions_total{action=strike,reason=sqli}"),
+        1,
         "{seen:?}"
     );
     assert_eq!(
@@ -836,7 +1009,7 @@ fn decisions_are_counted_with_their_reasons() {
         count("hasivu_shield_decisions_total{action=pass,reason=allowlisted}"),
         1
     );
-    assert_eq!(count("hasivu_shield_findings_total{reason=sqli}"), 1);
+    assert_eq!(count("hasivu_shield_findings_total{reason=sqli}"), 2);
     assert_eq!(count("hasivu_shield_uninspected_total{part=query}"), 1);
 }
 
@@ -866,4 +1039,91 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&body[..], &expected[..]);
         proptest::prop_assert_eq!(trailer_count.is_some(), trailers);
     }
+}
+
+#[test]
+fn bodies_the_shield_cannot_decode_are_counted_as_uninspected() {
+    let recorder = Recorder::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            let mut r = post(
+                "192.0.2.70",
+                Full::new(Bytes::from_static(b"\x1b\x0b\x00\xf8\xa5\x40")),
+            );
+            r.headers_mut()
+                .insert("content-encoding", "br".parse().unwrap());
+            let a = service.clone().oneshot(r).await.unwrap();
+            assert_eq!(a.status(), StatusCode::OK);
+            assert_eq!(reasons(&a), "undecoded_body");
+            assert_eq!(a.headers()["x-buffered"], "false", "not even read");
+            // Not JSON or a form: not the shield's to read, whatever the
+            // coding.
+            let mut r = post("192.0.2.71", Full::new(Bytes::from_static(b"\x1b")));
+            r.headers_mut()
+                .insert("content-encoding", "br".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "image/png".parse().unwrap());
+            let a = service.oneshot(r).await.unwrap();
+            assert_eq!(reasons(&a), "");
+        });
+    });
+    let seen = recorder.0.lock().unwrap().clone();
+    let count = |key: &str| seen.iter().filter(|k| *k == key).count();
+    assert_eq!(
+        count("hasivu_shield_uninspected_total{part=body}"),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count("hasivu_shield_decisions_total{action=log,reason=undecoded_body}"),
+        1,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn strikes_and_refusals_are_logged_once_per_interval_and_blocks_always() {
+    let capture = Capture::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(capture.clone(), || {
+        runtime.block_on(async {
+            let service = ShieldLayer::new().layer(service_fn(app::<Full<Bytes>>));
+            // Five injections in a row: four strikes, then the block.
+            for _ in 0..5 {
+                let answer = service
+                    .clone()
+                    .oneshot(sqli("198.51.100.40"))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+            }
+            // The blocked client keeps sending.
+            for _ in 0..20 {
+                let answer = service
+                    .clone()
+                    .oneshot(get("198.51.100.40", "/menu"))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+            }
+        });
+    });
+    let events = capture.0.lock().unwrap().clone();
+    let of = |what: &str| {
+        events
+            .iter()
+            .filter(|e| e.contains("ip=198.51.100.40") && e.contains(what))
+            .count()
+    };
+    assert_eq!(of("action=\"strike\""), 1, "{events:?}");
+    assert_eq!(of("action=\"block\""), 1, "{events:?}");
+    assert!(of("blocked client refused") <= 1, "{events:?}");
 }

@@ -1,5 +1,8 @@
-//! `GET /health`: per-dependency checks; 503 while warming up or when a
-//! required dependency is down.
+//! `GET /health` (public): up or down, as a status code and
+//! `{"status":"ok"}`, `"warming"` or `"down"`, with nothing about the
+//! dependencies; 503 while warming up or when a required dependency is
+//! down. `GET /health/details` (operational): the same verdict with the
+//! per-dependency checks, their latencies and errors, and the pools.
 
 use std::time::Instant;
 
@@ -8,8 +11,21 @@ use serde_json::{Value, json};
 
 use crate::api::{app::AppState, problem::respond};
 
-/// The checks.
+/// Up or down, without details (raw dependency errors would tell a
+/// stranger which database and hosts the API uses and what fails).
 pub async fn health(State(state): State<AppState>) -> Response {
+    let (code, body) = checks(&state).await;
+    respond(code, &json!({ "status": body["status"] }))
+}
+
+/// The verdict with every check, for operators.
+pub async fn details(State(state): State<AppState>) -> Response {
+    let (code, body) = checks(&state).await;
+    respond(code, &body)
+}
+
+/// The status code and the detailed report.
+async fn checks(state: &AppState) -> (u16, Value) {
     let started = Instant::now();
     let db = state.db.ping().await;
     let database = json!({
@@ -65,5 +81,5 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "uptime_secs": state.started.elapsed().as_secs_f64(),
         "checks": { "database": database, "redis": redis, "pools": pools },
     });
-    respond(if ok && ready { 200 } else { 503 }, &body)
+    (if ok && ready { 200 } else { 503 }, body)
 }

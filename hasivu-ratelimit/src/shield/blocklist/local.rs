@@ -9,9 +9,11 @@ use crate::shield::state::{Clock, Table, client_bits, client_ip};
 /// of their block. Cheap to clone (clones share the map), so keep one to
 /// unblock clients from an admin endpoint.
 ///
-/// At most `max_entries` clients (default 100 000); when full, expired
-/// entries go first, then an arbitrary one. An empty blocklist answers
-/// with one atomic load.
+/// At most `max_entries` clients (default 100 000). When full, expired
+/// blocks go first, then the block closest to its end: never an arbitrary
+/// one, so clients blocked for long cannot be let out by an attacker who
+/// gets many new addresses blocked. An empty blocklist answers with one
+/// atomic load.
 ///
 /// ```
 /// use std::time::Duration;
@@ -101,7 +103,8 @@ impl LocalBlocklist {
                 until,
                 reason: reason.into(),
             },
-            |e| e.until <= now,
+            // Expired blocks go first, then the one closest to its end.
+            |e| (e.until > now).then_some(e.until),
             |e| {
                 e.until = until;
                 e.reason = reason.into();
@@ -210,6 +213,28 @@ mod tests {
         assert!(!list.unblock(ip).await.unwrap());
         assert!(list.unblock(v6).await.unwrap());
         assert!(list.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_blocklist_drops_the_block_closest_to_its_end() {
+        let list = LocalBlocklist::with_capacity(64);
+        let long: IpAddr = "203.0.113.1".parse().unwrap();
+        list.block(long, Duration::from_secs(86_400), "sqli")
+            .await
+            .unwrap();
+        // Many short blocks, enough to fill the list many times over: the
+        // long one is never the one to go.
+        for i in 0..10_000u32 {
+            let other = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            list.block(other, Duration::from_secs(60), "probe")
+                .await
+                .unwrap();
+            assert!(
+                matches!(list.lookup_now(long), Lookup::Blocked(_)),
+                "the day-long block went after {i} short ones"
+            );
+        }
+        assert!(list.len() <= 64, "{}", list.len());
     }
 
     #[test]

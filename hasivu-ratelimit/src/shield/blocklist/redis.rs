@@ -238,7 +238,12 @@ impl RedisBlocklist {
                 checked: now,
                 until,
             },
-            |c| c.until <= now && now.saturating_sub(c.checked) >= ttl,
+            // Stale answers go first, then "not blocked" ones before
+            // blocks, the least recently checked first.
+            |c| {
+                (c.until > now || now.saturating_sub(c.checked) < ttl)
+                    .then_some((c.until > now, c.checked))
+            },
             |c| {
                 c.checked = now;
                 c.until = until;

@@ -17,8 +17,10 @@ use crate::{
 /// sign among others.
 ///
 /// Counted per client IP (IPv6 by /64), at most `max_clients` of them
-/// (default 100 000, about 40 bytes each); clients that have rested are
-/// forgotten first.
+/// (default 100 000, about 40 bytes each). When the table is full, clients
+/// that have rested are forgotten first, then the one furthest from its
+/// quota: a client sending fast is the last to go, so new addresses cannot
+/// push its count out.
 ///
 /// ```
 /// use std::net::IpAddr;
@@ -114,7 +116,9 @@ impl RapidRequests {
         self.state.table.with(
             client_bits(ip),
             || 0,
-            |tat| *tat <= now,
+            // The later the theoretical arrival time, the more the client
+            // has sent lately: the one furthest from over goes first.
+            |tat| (*tat > now).then_some(*tat),
             |tat| {
                 let step = gcra::check(&quota, *tat, now, 1);
                 if let Some(new_tat) = step.new_tat {
@@ -157,6 +161,25 @@ mod tests {
         for _ in 0..40 {
             assert!(!rapid.hit(ip));
             tokio::time::advance(Duration::from_millis(250)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_new_clients_never_evicts_an_active_count() {
+        let rapid = RapidRequests::new()
+            .quota(Quota::per_second(1).burst(5))
+            .max_clients(64)
+            .tokio_time(true);
+        let client: IpAddr = "198.51.100.20".parse().unwrap();
+        for _ in 0..5 {
+            assert!(!rapid.hit(client));
+        }
+        assert!(rapid.hit(client));
+        // Addresses enough to fill the table many times over, each with
+        // one request: the client that keeps sending stays counted.
+        for i in 0..10_000u32 {
+            rapid.hit(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            assert!(rapid.hit(client), "forgotten after {i} new clients");
         }
     }
 }

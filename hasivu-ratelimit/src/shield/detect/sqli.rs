@@ -306,11 +306,25 @@ fn keyword(word: &str) -> Option<Kw> {
     })
 }
 
+/// A token: its kind and its byte range. Offsets are `u32` (texts are cut
+/// to fit): punctuation-dense text has a token per byte, so the token list
+/// is the largest allocation of an inspection, 12 bytes per token.
 #[derive(Clone, Copy, Debug)]
 struct Tok {
     kind: Kind,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
+}
+
+impl Tok {
+    fn new(kind: Kind, start: usize, end: usize) -> Self {
+        // `check` cuts its text to `u32::MAX` bytes.
+        Self {
+            kind,
+            start: start as u32,
+            end: end as u32,
+        }
+    }
 }
 
 /// Whether a byte continues a name (non-ASCII bytes do: names in any
@@ -328,11 +342,7 @@ fn tokenise(s: &str, quote: Option<u8>, out: &mut Vec<Tok>) {
     let mut i = 0;
     if let Some(q) = quote {
         let (end, closed) = string_end(b, 0, q);
-        out.push(Tok {
-            kind: Kind::Str { closed },
-            start: 0,
-            end,
-        });
+        out.push(Tok::new(Kind::Str { closed }, 0, end));
         i = end;
     }
     while i < b.len() {
@@ -513,11 +523,7 @@ fn tokenise(s: &str, quote: Option<u8>, out: &mut Vec<Tok>) {
                 Kind::Other
             }
         };
-        out.push(Tok {
-            kind,
-            start,
-            end: i,
-        });
+        out.push(Tok::new(kind, start, i));
     }
 }
 
@@ -635,7 +641,9 @@ impl Matcher<'_> {
     }
 
     fn text(&self, i: usize) -> &str {
-        self.t.get(i).map_or("", |t| &self.s[t.start..t.end])
+        self.t
+            .get(i)
+            .map_or("", |t| &self.s[t.start as usize..t.end as usize])
     }
 
     /// The end of the value, a comment or a `;`.
@@ -1028,6 +1036,7 @@ impl Matcher<'_> {
 
 /// Whether `text`, read in one context, is an injection.
 fn check(text: &str, quote: Option<u8>, tokens: &mut Vec<Tok>) -> bool {
+    let text = super::decode::truncate(text, u32::MAX as usize);
     tokenise(text, quote, tokens);
     let m = Matcher { t: tokens, s: text };
     let anchored = match quote {

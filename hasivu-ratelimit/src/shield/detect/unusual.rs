@@ -302,7 +302,9 @@ impl NotFoundRate {
         self
     }
 
-    /// The most clients tracked (default 100 000).
+    /// The most clients tracked (default 100 000). When full, clients
+    /// whose window has passed are forgotten first, then the one with the
+    /// fewest 404s.
     #[must_use]
     pub fn max_clients(mut self, max: usize) -> Self {
         self.max_clients = max.max(1);
@@ -344,7 +346,11 @@ impl Detector for NotFoundRate {
                 previous: 0,
                 current: 0,
             },
-            |c| now.saturating_sub(c.start) >= 2 * window,
+            // The client with the fewest 404s goes first.
+            |c| {
+                (now.saturating_sub(c.start) < 2 * window)
+                    .then_some((c.previous.saturating_add(c.current), c.start))
+            },
             |c| {
                 c.roll(now, window);
                 c.current = c.current.saturating_add(1);
@@ -363,6 +369,11 @@ struct Paths {
 }
 
 impl Paths {
+    /// The bits set: how many distinct paths, roughly.
+    fn seen(&self) -> u32 {
+        self.bits.iter().map(|w| w.count_ones()).sum()
+    }
+
     fn estimate(&self) -> f64 {
         let m: f64 = 512.0;
         let zeros = f64::from(self.bits.iter().map(|w| w.count_zeros()).sum::<u32>());
@@ -451,7 +462,9 @@ impl DistinctPaths {
         self
     }
 
-    /// The most clients tracked (default 100 000).
+    /// The most clients tracked (default 100 000). When full, clients
+    /// whose window has passed are forgotten first, then the one with the
+    /// fewest paths.
     #[must_use]
     pub fn max_clients(mut self, max: usize) -> Self {
         self.max_clients = max.max(1);
@@ -478,7 +491,8 @@ impl Detector for DistinctPaths {
                 start: now,
                 bits: [0; 8],
             },
-            |p| now.saturating_sub(p.start) >= window,
+            // The client with the fewest paths goes first.
+            |p| (now.saturating_sub(p.start) < window).then(|| (p.seen(), p.start)),
             |p| {
                 if now.saturating_sub(p.start) >= window {
                     *p = Paths {
@@ -554,6 +568,36 @@ mod tests {
                 .inspect(&Inspection::new("GET", "/menu/1").with_ip(ip))
                 .is_none()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_new_clients_never_evicts_an_active_count() {
+        let rate = NotFoundRate::new()
+            .threshold(10)
+            .max_clients(64)
+            .tokio_time(true);
+        let paths = DistinctPaths::new()
+            .threshold(20)
+            .max_clients(64)
+            .tokio_time(true);
+        let client: IpAddr = "192.0.2.52".parse().unwrap();
+        let seen = |path: &str| paths.inspect(&Inspection::new("GET", path).with_ip(client));
+        for i in 0..40 {
+            rate.observe(client, 404);
+            seen(&format!("/guess/{i}"));
+        }
+        let next = Inspection::new("GET", "/menu").with_ip(client);
+        assert!(rate.inspect(&next).is_some());
+        assert!(seen("/menu").is_some());
+        // Addresses enough to fill the tables many times over, each with
+        // one 404 and one path: the client's counts stay.
+        for i in 0..10_000u32 {
+            let other = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            rate.observe(other, 404);
+            paths.inspect(&Inspection::new("GET", "/a").with_ip(other));
+            assert!(rate.inspect(&next).is_some(), "404s forgotten after {i}");
+            assert!(seen("/menu").is_some(), "paths forgotten after {i}");
+        }
     }
 
     #[test]

@@ -67,24 +67,49 @@ impl Xss {
     }
 }
 
+/// How many times character references are decoded after the text is
+/// read as sent: once, as a browser does when the value lands in markup
+/// (`&lt;script&gt;`, `&#x6a;avascript:`), and once more for a value
+/// escaped twice on its way (`&amp;lt;script&amp;gt;`). Never until nothing
+/// changes: each round of `&amp;amp;amp;…` peels one level, so that cost a
+/// round and a copy per level.
+const ENTITY_ROUNDS: usize = 2;
+
 fn is_xss_marked(text: &str, marks: Marks) -> bool {
-    let quote = marks.any(Marks::QUOTE | Marks::DQUOTE | Marks::BACKTICK);
-    let (lt, eq, colon, brace) = (
+    if scan_marked(text, marks) {
+        return true;
+    }
+    if !marks.any(Marks::AMP) {
+        return false;
+    }
+    let Cow::Owned(mut decoded) = html_entities(text) else {
+        return false;
+    };
+    for round in 1..=ENTITY_ROUNDS {
+        let marks = Marks::of(&decoded);
+        if scan_marked(&decoded, marks) {
+            return true;
+        }
+        if round == ENTITY_ROUNDS || !marks.any(Marks::AMP) {
+            break;
+        }
+        match html_entities(&decoded) {
+            Cow::Owned(next) => decoded = next,
+            Cow::Borrowed(_) => break,
+        }
+    }
+    false
+}
+
+fn scan_marked(text: &str, marks: Marks) -> bool {
+    scan(
+        text,
         marks.any(Marks::LT),
         marks.any(Marks::EQ),
         marks.any(Marks::COLON),
+        marks.any(Marks::QUOTE | Marks::DQUOTE | Marks::BACKTICK),
         marks.any(Marks::BRACE),
-    );
-    if scan(text, lt, eq, colon, quote, brace) {
-        return true;
-    }
-    // `&lt;script&gt;`, `&#x6a;avascript:`: once more, decoded.
-    if marks.any(Marks::AMP)
-        && let Cow::Owned(decoded) = html_entities(text)
-    {
-        return is_xss_marked(&decoded, Marks::of(&decoded));
-    }
-    false
+    )
 }
 
 impl Detector for Xss {
@@ -657,6 +682,20 @@ mod tests {
         ] {
             assert!(!xss(text), "{text}");
         }
+    }
+
+    #[test]
+    fn nested_entities_are_decoded_a_bounded_number_of_times() {
+        // `&amp;amp;amp;…`: each round of decoding peels one `amp;`, so
+        // decoding until nothing changes took one round (and one stack
+        // frame) per repetition.
+        for repetitions in [8_000, 100_000] {
+            let nested = format!("&{}lt;script&gt;", "amp;".repeat(repetitions));
+            assert!(!xss(&nested), "{repetitions} levels deep is not script");
+        }
+        // Two levels, as a value escaped twice for HTML, are still seen.
+        assert!(xss("&amp;lt;script&amp;gt;alert(1)&amp;lt;/script&amp;gt;"));
+        assert!(xss("<a href=\"&amp;#106;avascript:alert(1)\">x</a>"));
     }
 
     proptest! {

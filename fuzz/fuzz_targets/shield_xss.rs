@@ -1,0 +1,2 @@
+#![no_main]
+hasivu_fuzz_checks::fuzz_target!(shield_xss);
