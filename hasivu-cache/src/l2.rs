@@ -3,7 +3,11 @@
 //! with the `cluster` feature: every command touches one key (GET and PTTL
 //! of one key share its slot), so no call is cross-slot.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use redis::{
@@ -39,7 +43,9 @@ pub(crate) enum L2Error {
     Reply(String),
 }
 
-/// A connection to one server or to a cluster; both reconnect by themselves.
+/// A connection to one server or to a cluster; both reconnect by themselves
+/// when the connection closes or fails, not when it only stops answering
+/// (see [`Link::replace`]).
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single(ConnectionManager),
@@ -135,11 +141,78 @@ pub(crate) struct Scripts {
     pub(crate) write_key: Script,
 }
 
+/// How to make a fresh connection when the one in use stopped answering.
+#[derive(Clone)]
+enum Connect {
+    Single(redis::Client, ConnectionManagerConfig),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterConfig),
+}
+
+impl Connect {
+    fn connect(&self) -> Result<Connection, RedisError> {
+        match self {
+            Connect::Single(client, config) => Ok(Connection::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+            )),
+            #[cfg(feature = "cluster")]
+            Connect::Cluster(client, config) => Ok(Connection::Cluster(
+                client.get_pending_async_connection_with_config(config.clone()),
+            )),
+        }
+    }
+}
+
+/// The connection in use, its generation (bumped when it is replaced) and
+/// how to make the next one.
+struct Link {
+    current: Mutex<(u64, Connection)>,
+    connect: Connect,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Link")
+    }
+}
+
+impl Link {
+    fn new(connect: Connect) -> Result<Self, RedisError> {
+        Ok(Self {
+            current: Mutex::new((0, connect.connect()?)),
+            connect,
+        })
+    }
+
+    fn get(&self) -> (u64, Connection) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Gives up the connection of `generation` (unless another call did
+    /// already). The `redis` client remakes a connection that closes or
+    /// errors, but not one that stopped answering without closing (a
+    /// half-open TCP connection, a silently dropped NAT entry), whose
+    /// commands would time out for ever: the next call connects afresh.
+    fn replace(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        // Building a lazy connection fails only on a configuration the
+        // first one accepted: keep the old one then.
+        if let Ok(conn) = self.connect.connect() {
+            *current = (generation.wrapping_add(1), conn);
+        }
+    }
+}
+
 /// The Redis side of the cache. Cheap to clone: clones share the connection
 /// and the breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisL2 {
-    conn: Connection,
+    link: Arc<Link>,
+    cluster: bool,
     pub(crate) prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
@@ -167,9 +240,10 @@ impl RedisL2 {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(timeout);
-        let conn = Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?);
+        let link = Link::new(Connect::Single(client, config))?;
         Ok(Self {
-            conn,
+            link: Arc::new(link),
+            cluster: false,
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
@@ -194,9 +268,10 @@ impl RedisL2 {
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
-        let conn = Connection::Cluster(client.get_pending_async_connection_with_config(config));
+        let link = Link::new(Connect::Cluster(client, config))?;
         Ok(Self {
-            conn,
+            link: Arc::new(link),
+            cluster: true,
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
@@ -224,11 +299,7 @@ impl RedisL2 {
 
     /// Whether the connection is to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
-        match self.conn {
-            Connection::Single(_) => false,
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(_) => true,
-        }
+        self.cluster
     }
 
     /// The value under `key`, its remaining time to live and its stamp;
@@ -343,8 +414,17 @@ impl RedisL2 {
             return Err(L2Error::Unavailable);
         }
         let guard = Abandon(Some(&self.breaker));
-        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        let (generation, conn) = self.link.get();
+        let result = tokio::time::timeout(self.timeout, f(conn)).await;
         guard.defuse();
+        let timed_out = match &result {
+            Err(_elapsed) => true,
+            Ok(Err(error)) => error.is_timeout(),
+            Ok(Ok(_)) => false,
+        };
+        if timed_out {
+            self.link.replace(generation);
+        }
         match result {
             Ok(Ok(value)) => {
                 self.breaker.success();
@@ -707,6 +787,32 @@ mod tests {
             "{elapsed:?}"
         );
         assert_eq!(l2.breaker_state(), BreakerState::Closed, "one failure");
+    }
+
+    /// A connection that stops answering without closing (half-open TCP)
+    /// raises no error the `redis` client acts on: it is given up after a
+    /// timeout, so once the network heals the next calls succeed.
+    #[tokio::test]
+    async fn a_connection_that_stopped_answering_is_replaced() {
+        let redis = RedisServer::start();
+        let proxy = hasivu_testkit::FaultProxy::start(redis.addr());
+        let l2 = RedisL2::new(
+            &proxy.redis_url(),
+            "p:",
+            TIMEOUT,
+            Breaker::new(THRESHOLD, OPEN_FOR),
+        )
+        .unwrap();
+        l2.set("k", b"v", Duration::from_secs(60), 0).await.unwrap();
+
+        proxy.half_open();
+        let err = l2.get("k").await.unwrap_err();
+        assert!(matches!(err, L2Error::Timeout(_)), "{err:?}");
+        // The connection in use stays dead after healing; new ones work.
+        proxy.heal();
+        let entry = l2.get("k").await.expect("a fresh connection answers");
+        assert_eq!(&entry.unwrap().value[..], b"v");
+        assert_eq!(l2.breaker_state(), BreakerState::Closed);
     }
 
     #[test]
