@@ -4,18 +4,23 @@ use std::{
     any::Any,
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
     BoxError, CacheStats, Codec, CodecError, EntryOptions, Error, InvalidationRules, JsonCodec,
-    generations::{Generations, LoadToken},
+    generations::{Generations, Token},
     invalidation::Pending,
+    message::Op,
     stats::Stats,
 };
 
@@ -24,6 +29,9 @@ type Value = Arc<dyn Any + Send + Sync>;
 /// A load in progress, shared by every caller of the same key: the value
 /// and whether it came from L2 or from the loader.
 type Flight = Shared<BoxFuture<'static, Result<(Value, Source), Error>>>;
+
+/// What a flight's task sends its callers.
+type Outcome = Result<(Value, Source), Error>;
 
 /// Where a flight found its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +42,23 @@ enum Source {
 
 /// Bytes counted for an L1 entry beyond its key and encoded value.
 const SLOT_OVERHEAD: usize = 96;
+
+/// What a value about to be produced (loaded, fetched) must be stored
+/// with: the generations when production started, so that a write or an
+/// invalidation meanwhile keeps it out of the cache, and the time, so that
+/// a load too long to check against Redis is not written there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LoadToken {
+    generations: Token,
+    started: Instant,
+}
+
+impl LoadToken {
+    /// The stamp its L2 entry is written with.
+    pub(crate) fn stamp(self) -> u64 {
+        self.generations.stamp()
+    }
+}
 
 /// An L1 entry: the decoded value and its logical times. Times are tokio
 /// instants, so tests control them; moka evicts the slot once its stale
@@ -48,11 +73,34 @@ pub(crate) struct Slot {
     /// refresh, or when the cache follows tokio's clock. Otherwise moka's
     /// own expiry (at `fresh_until`) already keeps out expired slots.
     check_clock: bool,
+    /// The local prefix-invalidation count the value was produced under
+    /// (moved forward by checks): an invalidation of a covering prefix
+    /// since makes it a miss, without walking L1 (see
+    /// [`Generations::current`]).
+    born: AtomicU64,
+    /// After a failed load, the stale value counts as fresh until this
+    /// many nanoseconds after `fresh_until` (0: not throttled). Set on the
+    /// slot itself, so a value written meanwhile is never replaced.
+    throttled: AtomicU64,
 }
 
 impl Slot {
     fn physical_ttl(&self) -> Duration {
         self.stale_until.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the failing loader is not to be called again yet.
+    fn throttled_at(&self, now: Instant) -> bool {
+        match self.throttled.load(Ordering::Relaxed) {
+            0 => false,
+            nanos => self.fresh_until + Duration::from_nanos(nanos) > now,
+        }
+    }
+
+    fn throttle_until(&self, until: Instant) {
+        let nanos = until.saturating_duration_since(self.fresh_until).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
+        self.throttled.store(nanos, Ordering::Relaxed);
     }
 }
 
@@ -177,14 +225,17 @@ pub(crate) struct Inner<C> {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) strict: bool,
     codec: C,
-    flights: Mutex<HashMap<Arc<str>, Flight>>,
+    /// The loads in progress, each with the number its task removes it by.
+    flights: Mutex<HashMap<Arc<str>, (u64, Flight)>>,
+    next_flight: AtomicU64,
     pub(crate) stats: Stats,
     warmers: Mutex<Vec<Warmer<C>>>,
     pub(crate) rules: InvalidationRules,
     pub(crate) generations: Generations,
     /// This instance's id in backplane messages.
     pub(crate) origin: u64,
-    /// Invalidations that could not reach Redis, replayed on reconnect.
+    /// Invalidations and writes that could not reach Redis, replayed on
+    /// reconnect.
     pub(crate) pending: Mutex<Pending>,
     /// Whether L2 entries can be trusted (the backplane is in sync).
     #[cfg(feature = "redis")]
@@ -192,6 +243,10 @@ pub(crate) struct Inner<C> {
     /// The backplane's subscriber, stopped with the cache.
     #[cfg(feature = "redis")]
     backplane: Mutex<Option<crate::backplane::TaskGuard>>,
+    /// L1 entries looked at by invalidations: tests check that applying one
+    /// does not cost a walk of L1.
+    #[cfg(test)]
+    pub(crate) l1_visits: std::sync::atomic::AtomicUsize,
 }
 
 /// Builds a [`Cache`].
@@ -344,9 +399,15 @@ impl<C: Codec> CacheBuilder<C> {
     }
 
     /// Loads each key once across all instances: before calling the loader,
-    /// an instance takes a Redis lock (`SET NX PX`, released by a Lua
-    /// compare-and-delete) for at most `ttl`; the others wait for the value
-    /// to appear in L2 for up to `ttl`, then load themselves. Off by
+    /// an instance takes a Redis lock (`SET NX PX ttl`), renews it every
+    /// third of `ttl` while the loader runs (a load longer than `ttl` keeps
+    /// it), and releases it (a Lua compare-and-delete) when the load ends,
+    /// fails, panics or is dropped. The others look for the value in L2
+    /// and retry the lock every 20 ms: they go on as soon as the holder is
+    /// done, whatever its outcome. `ttl` bounds how long a holder that
+    /// vanished without releasing (a crash, a runtime shut down with the
+    /// cache's) keeps the others waiting; a loader that never returns keeps
+    /// them waiting as long, so give loaders their own timeout. Off by
     /// default.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -451,6 +512,7 @@ impl<C: Codec> CacheBuilder<C> {
                 strict: self.redis.strict,
                 codec: self.codec,
                 flights: Mutex::new(HashMap::new()),
+                next_flight: AtomicU64::new(0),
                 warmers: Mutex::new(Vec::new()),
                 rules: self.rules,
                 generations: Generations::new(),
@@ -462,6 +524,8 @@ impl<C: Codec> CacheBuilder<C> {
                     .map(|_| Arc::new(crate::backplane::SyncState::default())),
                 #[cfg(feature = "redis")]
                 backplane: Mutex::new(None),
+                #[cfg(test)]
+                l1_visits: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         #[cfg(feature = "redis")]
@@ -522,73 +586,53 @@ impl<C: Codec> Cache<C> {
         Ok(None)
     }
 
-    /// Stores `value` under `key`.
+    /// Stores `value` under `key`, here and in L2, and tells the other
+    /// instances to drop their copy. A load of `key` that started before
+    /// does not store what it read, here or in L2, on any instance.
+    ///
+    /// With [`EntryOptions::skip_l2`], the value stays out of L2, and the
+    /// value L2 held before is deleted: the other instances load the key
+    /// again instead of reading an older value.
     ///
     /// # Errors
     ///
     /// [`Error::Codec`] when the value cannot be encoded; in strict mode,
-    /// [`Error::L2`] when Redis fails.
+    /// [`Error::L2`] when Redis fails (the value holds here, and the write
+    /// is replayed to Redis and the other instances when it is back).
     pub async fn set<T>(&self, key: &str, value: T, options: &EntryOptions) -> Result<(), Error>
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let token = self.inner.generations.token();
         let bytes = self.inner.codec.encode(&value).map_err(Error::Codec)?;
-        self.inner
-            .store(key, Arc::new(value), bytes.len(), options, None, token)
-            .await;
-        #[cfg(feature = "redis")]
-        if let Some(l2) = &self.inner.l2
-            && !options.skip_l2
-            && !l2.is_cluster()
-        {
-            // One round trip: the value, its stamp and the backplane message.
-            let message = self.inner.message(crate::message::Op::Set, &[], &[key], 0);
-            let ttl = options.jittered(options.l2_ttl);
-            return match l2
-                .set_and_publish(key, &bytes, ttl, token.stamp(), &message)
-                .await
-            {
-                Ok(()) => {
-                    crate::invalidation::sent();
-                    Ok(())
-                }
-                Err(error) => {
-                    self.inner.stats.l2_error();
-                    // Strict or not, the others must hear of it later.
-                    let queued = self.inner.announce_later(key);
-                    if self.inner.strict {
-                        return Err(Error::L2(error.into()));
-                    }
-                    queued
-                }
-            };
+        let l2_value = (!options.skip_l2).then(|| (&bytes[..], options.jittered(options.l2_ttl)));
+        let (written, alone) = self.inner.write(Op::Set, key, l2_value).await;
+        if alone {
+            // Taken once Redis has the value: a lookup that read the old
+            // value from L2 before cannot bring it back over this one.
+            let token = self.inner.load_token();
+            self.inner
+                .store(key, Arc::new(value), bytes.len(), options, None, token)
+                .await;
+        } else {
+            // Another write of the key met this one: L2 has the last.
+            self.inner.l1.invalidate(key).await;
         }
-        self.inner.l2_store(key, &bytes, options, token).await?;
-        self.inner
-            .announce(crate::message::Op::Set, key, options)
-            .await
+        written
     }
 
-    /// Removes `key` from L1 and L2.
+    /// Removes `key` from L1 and L2, here and on the other instances. A
+    /// load of `key` that started before does not store what it read.
     ///
     /// # Errors
     ///
-    /// In strict mode, [`Error::L2`] when Redis fails.
+    /// In strict mode, [`Error::L2`] when Redis fails (the removal holds
+    /// here and is replayed when Redis is back).
     pub async fn remove(&self, key: &str) -> Result<(), Error> {
+        let (removed, _) = self.inner.write(Op::Remove, key, None).await;
+        // Again once Redis has it: an L2 lookup may have brought the old
+        // value back meanwhile.
         self.inner.l1.invalidate(key).await;
-        #[cfg(feature = "redis")]
-        if let Some(l2) = &self.inner.l2
-            && let Err(error) = l2.remove(key).await
-        {
-            self.inner.stats.l2_error();
-            if self.inner.strict {
-                return Err(Error::L2(error.into()));
-            }
-        }
-        self.inner
-            .announce(crate::message::Op::Remove, key, &EntryOptions::default())
-            .await
+        removed
     }
 
     /// The state of the circuit breaker in front of Redis (`None` without
@@ -631,14 +675,14 @@ impl<C: Codec> Cache<C> {
                 if refresh_due {
                     // Started and left to run: the next callers find it
                     // fresh, this one does not wait.
-                    drop(self.flight(key, options, loader));
+                    drop(self.flight(key, options, loader, Start::Refresh));
                 }
                 return Ok(value);
             }
             Lookup::Stale(slot) => Some(slot),
             Lookup::Miss => None,
         };
-        let flight = self.flight(key, options, loader);
+        let flight = self.flight(key, options, loader, Start::Lookup);
         let wait = match (options.soft_timeout, &stale) {
             (Some(soft), Some(_)) => Some(soft),
             _ => options.hard_timeout,
@@ -721,15 +765,17 @@ impl<C: Codec> Cache<C> {
     }
 
     /// What a value about to be produced must be stored with, so that an
-    /// invalidation while it is produced keeps it out of the cache.
+    /// invalidation or a write while it is produced keeps it out of the
+    /// cache.
     #[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP layer's
     pub(crate) fn load_token(&self) -> LoadToken {
-        self.inner.generations.token()
+        self.inner.load_token()
     }
 
-    /// Stores a value produced since `token` was taken in L1 and L2,
-    /// unless an invalidation covering `key` came in between. Not announced
-    /// on the backplane: a produced value is a read, not a change.
+    /// Stores a value produced since `token` was taken in L2 and L1,
+    /// unless an invalidation or a write of `key` came in between (here,
+    /// or in Redis from another instance). Not announced on the backplane:
+    /// a produced value is a read, not a change.
     ///
     /// # Errors
     ///
@@ -752,15 +798,20 @@ impl<C: Codec> Cache<C> {
             .encode(&self.inner.codec, &value)
             .map_err(Error::Codec)?;
         self.inner
-            .store(key, Arc::new(value), bytes.len(), options, None, token)
-            .await;
-        self.inner.l2_store(key, &bytes, options, token).await
+            .keep_loaded(key, Arc::new(value), Some(&bytes), options, token)
+            .await
     }
 
     async fn l1_lookup<T: Clone + 'static>(&self, key: &str) -> Lookup<T> {
         let Some(slot) = self.inner.l1.get(key).await else {
             return Lookup::Miss;
         };
+        // One atomic load unless a prefix was invalidated since the slot
+        // last looked: what makes a prefix invalidation O(1) in L1. An
+        // invalidated slot is not even stale (no fail-safe after a write).
+        if !self.inner.generations.current(key, &slot.born) {
+            return Lookup::Miss;
+        }
         if !slot.check_clock {
             // moka returned it, so its TTL has not run out.
             return match typed::<T>(&slot.value) {
@@ -781,6 +832,15 @@ impl<C: Codec> Cache<C> {
                 // Another type under this key: a miss for this caller.
                 None => Lookup::Miss,
             }
+        } else if slot.throttled_at(now) {
+            // A failed load recently: the stale value counts as fresh.
+            match typed::<T>(&slot.value) {
+                Some(value) => Lookup::Fresh {
+                    value,
+                    refresh_due: false,
+                },
+                None => Lookup::Miss,
+            }
         } else if slot.stale_until > now {
             Lookup::Stale(slot)
         } else {
@@ -789,105 +849,199 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Joins the load of `key` in progress, or starts one.
-    fn flight<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Flight
+    fn flight<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+        start: Start,
+    ) -> Flight
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let mut flights = self.inner.flights.lock().expect("flights lock");
-        if let Some(flight) = flights.get(key) {
-            return flight.clone();
-        }
-        let key: Arc<str> = Arc::from(key);
+        let (flight, guard, done) = {
+            let mut flights = self.inner.flights.lock().expect("flights lock");
+            if let Some((_, flight)) = flights.get(key) {
+                return flight.clone();
+            }
+            let key: Arc<str> = Arc::from(key);
+            let (done, outcome) = oneshot::channel::<Outcome>();
+            // Without an answer, the task went away (its runtime shut down,
+            // it was aborted, it was dropped before it ever ran): its guard
+            // has removed the flight, so the next caller starts another.
+            let flight = async move { outcome.await.unwrap_or_else(|_| Err(abandoned())) }
+                .boxed()
+                .shared();
+            let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+            flights.insert(Arc::clone(&key), (id, flight.clone()));
+            // Made before the task exists, so the flight is removed however
+            // the task ends.
+            let guard = FlightGuard {
+                inner: Arc::clone(&self.inner),
+                key,
+                id,
+            };
+            (flight, guard, done)
+        };
         let inner = Arc::clone(&self.inner);
         let options = options.clone();
-        let task_key = Arc::clone(&key);
-        let task = tokio::spawn(async move {
-            // Removes the flight however the task ends (a panicking loader
-            // included), so the next caller starts a new one.
-            let _done = FlightDone {
-                inner: &inner,
-                key: &task_key,
-            };
-            // L2 first: one lookup for all the callers of this flight.
-            if let Some(value) = inner
-                .l2_lookup::<T, _>(&task_key, &options, ViaCodec)
-                .await?
-            {
-                return Ok((value as Value, Source::L2));
-            }
-            let lock = match inner.lock_or_wait::<T>(&task_key, &options).await {
-                LockOutcome::Loaded(value) => return Ok((value as Value, Source::L2)),
-                LockOutcome::Load(lock) => lock,
-            };
-            // Taken when the loader starts (after the L2 lookup, which waits
-            // for the backplane's first sync): an invalidation from now on
-            // keeps this value out of L1, and its L2 stamp out of date.
-            let token = inner.generations.token();
-            inner.stats.load();
-            let started = Instant::now();
-            // Converted at once: the loader's error type need not be `Send`.
-            let result = loader().await.map_err(Into::<BoxError>::into);
-            inner.stats.load_duration(started.elapsed());
-            let outcome = match result {
-                Ok(value) => {
-                    let bytes = inner.codec.encode(&value).ok();
-                    let value = Arc::new(value);
-                    let weight = bytes.as_ref().map_or(0, Vec::len);
-                    inner
-                        .store(
-                            &task_key,
-                            Arc::clone(&value) as Value,
-                            weight,
-                            &options,
-                            None,
-                            token,
-                        )
-                        .await;
-                    // Stamped with the generation the load started under, so
-                    // an invalidation since makes it a miss for every reader.
-                    if let Some(bytes) = &bytes {
-                        // The value is good even if Redis did not take it.
-                        let _ = inner.l2_store(&task_key, bytes, &options, token).await;
-                    }
-                    Ok((value as Value, Source::Loader))
-                }
-                Err(error) => {
-                    inner.stats.load_error();
-                    inner.throttle_stale(&task_key, &options).await;
-                    Err(Error::Loader(Arc::new(error)))
-                }
-            };
-            inner.unlock(lock).await;
-            outcome
-        });
-        let flight = async move {
-            task.await
-                .unwrap_or_else(|join| Err(Error::Loader(Arc::new(Box::new(join)))))
-        }
-        .boxed()
-        .shared();
-        flights.insert(key, flight.clone());
+        // Outside the flights lock: a runtime shutting down drops the task
+        // (and the guard, which takes the lock) inside `spawn`.
+        drop(tokio::spawn(async move {
+            let outcome = inner
+                .run_flight::<T, _, _, _>(&guard.key, &options, loader, start)
+                .await;
+            // Removed before the callers hear, so a caller that comes back
+            // at once starts a new load instead of rejoining this one.
+            drop(guard);
+            let _ = done.send(outcome);
+        }));
         flight
     }
 }
 
-struct FlightDone<'a, C> {
-    inner: &'a Inner<C>,
-    key: &'a Arc<str>,
+fn abandoned() -> Error {
+    Error::Loader(Arc::new("the load was abandoned before it finished".into()))
 }
 
-impl<C> Drop for FlightDone<'_, C> {
+/// How a flight starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// A miss: L2 first, then the lock and the loader.
+    Lookup,
+    /// An eager refresh of a value still fresh here: the loader (L2 holds
+    /// what is being refreshed).
+    Refresh,
+}
+
+/// Removes its flight from the map when dropped, if the flight is still
+/// its own.
+struct FlightGuard<C> {
+    inner: Arc<Inner<C>>,
+    key: Arc<str>,
+    id: u64,
+}
+
+impl<C> Drop for FlightGuard<C> {
     fn drop(&mut self) {
-        if let Ok(mut flights) = self.inner.flights.lock() {
-            flights.remove(self.key);
+        if let Ok(mut flights) = self.inner.flights.lock()
+            && flights.get(&self.key).is_some_and(|(id, _)| *id == self.id)
+        {
+            flights.remove(&self.key);
         }
     }
 }
 
 impl<C: Codec> Inner<C> {
+    /// What a value about to be produced must be stored with.
+    pub(crate) fn load_token(&self) -> LoadToken {
+        LoadToken {
+            generations: self.generations.token(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The body of a flight's task.
+    async fn run_flight<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        loader: F,
+        start: Start,
+    ) -> Outcome
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        // L2 first: one lookup for all the callers of this flight. A refresh
+        // skips it: L2 holds the value being refreshed.
+        if start == Start::Lookup
+            && let Some(value) = self.l2_lookup::<T, _>(key, options, ViaCodec).await?
+        {
+            return Ok((value as Value, Source::L2));
+        }
+        let lock = match self.lock_or_wait::<T>(key, options, start).await {
+            LockOutcome::Loaded(value) => return Ok((value as Value, Source::L2)),
+            LockOutcome::Load(lock) => lock,
+        };
+        // Taken when the loader starts (after the L2 lookup, which waits
+        // for the backplane's first sync): a write or an invalidation from
+        // now on keeps this value out of L1, and out of (or invalid in) L2.
+        let token = self.load_token();
+        self.stats.load();
+        // Converted at once: the loader's error type need not be `Send`. A
+        // panicking loader is a failed load, not a dead task.
+        let load = async move {
+            let load = AssertUnwindSafe(async move { loader().await.map_err(Into::into) });
+            match load.catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Err(panicked(&*panic)),
+            }
+        };
+        let result = keep_lock(lock.as_ref(), load).await;
+        self.stats.load_duration(token.started.elapsed());
+        let outcome = match result {
+            Ok(value) => {
+                let bytes = self.codec.encode(&value).ok();
+                let value = Arc::new(value);
+                // The value is good even if the cache could not keep it.
+                let _ = self
+                    .keep_loaded(
+                        key,
+                        Arc::clone(&value) as Value,
+                        bytes.as_deref(),
+                        options,
+                        token,
+                    )
+                    .await;
+                Ok((value as Value, Source::Loader))
+            }
+            Err(error) => {
+                self.stats.load_error();
+                self.throttle_stale(key, options).await;
+                Err(Error::Loader(Arc::new(error)))
+            }
+        };
+        self.unlock(lock).await;
+        outcome
+    }
+
+    /// Keeps a value produced under `token` in L2 (if `bytes`) and then in
+    /// L1, unless a write or an invalidation overtook it: one applied here
+    /// since, or one that reached Redis since (the L2 write refuses, and
+    /// then L1 does not keep it either).
+    pub(crate) async fn keep_loaded(
+        &self,
+        key: &str,
+        value: Value,
+        bytes: Option<&[u8]>,
+        options: &EntryOptions,
+        token: LoadToken,
+    ) -> Result<(), Error> {
+        if !self.generations.unchanged_since(key, token.generations) {
+            return Ok(());
+        }
+        let weight = bytes.map_or(0, <[u8]>::len);
+        if let Some(bytes) = bytes {
+            match self.l2_store(key, bytes, options, token).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(error) => {
+                    // Strict mode: L1 still keeps it, the caller hears.
+                    self.store(key, value, weight, options, None, token).await;
+                    return Err(error);
+                }
+            }
+        }
+        self.store(key, value, weight, options, None, token).await;
+        Ok(())
+    }
+
     /// Keeps a value in L1; `cap` bounds its TTL (what is left of its L2
     /// life when it came from L2).
     async fn store(
@@ -899,7 +1053,7 @@ impl<C: Codec> Inner<C> {
         cap: Option<Duration>,
         token: LoadToken,
     ) {
-        if options.skip_l1 || !self.generations.unchanged_since(key, token) {
+        if options.skip_l1 || !self.generations.unchanged_since(key, token.generations) {
             return;
         }
         let now = Instant::now();
@@ -917,11 +1071,14 @@ impl<C: Codec> Inner<C> {
             check_clock: self.tokio_time
                 || options.fail_safe.is_some()
                 || options.eager_refresh.is_some(),
+            born: AtomicU64::new(token.generations.born()),
+            throttled: AtomicU64::new(0),
         };
         self.l1.insert(Arc::from(key), Arc::new(slot)).await;
-        // An invalidation that swept L1 between the check and the insert
-        // missed this entry: take it out again.
-        if !self.generations.unchanged_since(key, token) {
+        // A write of the key that swept L1 between the check and the insert
+        // missed this entry: take it out again. (A prefix invalidation needs
+        // no second look: the slot's `born` already makes it a miss.)
+        if !self.generations.unchanged_since(key, token.generations) {
             self.l1.invalidate(key).await;
         }
     }
@@ -929,7 +1086,8 @@ impl<C: Codec> Inner<C> {
     /// Reads `key` from L2 and keeps it in L1. Values that do not decode as
     /// `T`, or were written before an invalidation of a prefix covering
     /// `key`, are misses; Redis failures too, except in strict mode. While
-    /// the backplane is out of sync, L2 is not read at all.
+    /// the backplane is out of sync, or while a write of `key` here waits
+    /// to be replayed to Redis, L2 is not read.
     pub(crate) async fn l2_lookup<T, E>(
         &self,
         key: &str,
@@ -950,9 +1108,13 @@ impl<C: Codec> Inner<C> {
                 }
                 return Ok(None);
             }
+            if self.queued(key) {
+                // Redis still holds what this instance wrote over.
+                return Ok(None);
+            }
             // Taken after the wait: a resync flush before it does not
             // concern a value read after it.
-            let token = self.generations.token();
+            let token = self.load_token();
             match l2.get(key).await {
                 Ok(Some(entry)) if self.generations.valid(key, entry.stamp) => {
                     if let Ok(value) = encoding.decode(&self.codec, &entry.value) {
@@ -993,35 +1155,51 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Writes encoded bytes to L2 for the jittered L2 TTL, stamped with the
-    /// generation the load started under; failures are counted, and
-    /// returned in strict mode.
-    pub(crate) async fn l2_store(
+    /// Writes a produced value's bytes to L2 for the jittered L2 TTL,
+    /// stamped with the epoch its production started under, unless Redis
+    /// has seen a write of the key since (then `Ok(false)`). Not written
+    /// (but `Ok(true)`) without L2, with `skip_l2`, or after a load longer
+    /// than Redis remembers writes for. Failures are counted, and returned
+    /// in strict mode.
+    async fn l2_store(
         &self,
         key: &str,
         bytes: &[u8],
         options: &EntryOptions,
         token: LoadToken,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.l2
             && !options.skip_l2
-            && let Err(error) = l2
+            && token.started.elapsed() < crate::l2::LONGEST_LOAD
+        {
+            return match l2
                 .set(key, bytes, options.jittered(options.l2_ttl), token.stamp())
                 .await
-        {
-            self.stats.l2_error();
-            if self.strict {
-                return Err(Error::L2(error.into()));
-            }
+            {
+                Ok(stored) => Ok(stored),
+                Err(error) => {
+                    self.stats.l2_error();
+                    if self.strict {
+                        return Err(Error::L2(error.into()));
+                    }
+                    Ok(true)
+                }
+            };
         }
         let _ = (key, bytes, options, token);
-        Ok(())
+        Ok(true)
     }
 
-    /// With the distributed lock on: takes it, or waits for the holder's
-    /// value to appear in L2.
-    async fn lock_or_wait<T>(&self, key: &str, options: &EntryOptions) -> LockOutcome<T>
+    /// With the distributed lock on: takes it, or waits until its holder
+    /// is done (its value in L2) or gone (the lock free again: taken here).
+    /// A refresh only waits for the lock: L2 holds the value it replaces.
+    async fn lock_or_wait<T>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        start: Start,
+    ) -> LockOutcome<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
@@ -1029,31 +1207,50 @@ impl<C: Codec> Inner<C> {
         if let Some((lock, ttl)) = &self.lock
             && !options.skip_l2
         {
-            match lock.try_acquire(key, *ttl).await {
-                Ok(Some(token)) => return LockOutcome::Load(Some(token)),
-                Ok(None) => {
-                    // Another instance loads: poll L2 until its value lands.
-                    let deadline = Instant::now() + *ttl;
-                    while Instant::now() < deadline {
-                        tokio::time::sleep(LOCK_POLL).await;
-                        if let Ok(Some(value)) =
-                            self.l2_lookup::<T, _>(key, options, ViaCodec).await
+            let lookup = start == Start::Lookup;
+            let mut waited = false;
+            loop {
+                match lock.acquire(key, *ttl).await {
+                    Ok(Some(held)) => {
+                        // Free again after a wait: the holder may have
+                        // stored its value since the last look.
+                        if waited
+                            && lookup
+                            && let Ok(Some(value)) =
+                                self.l2_lookup::<T, _>(key, options, ViaCodec).await
                         {
+                            self.unlock(Some(held)).await;
                             return LockOutcome::Loaded(value);
                         }
+                        return LockOutcome::Load(Some(held));
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        // Redis is in trouble: load without the lock.
+                        self.stats.l2_error();
+                        break;
                     }
                 }
-                Err(_) => self.stats.l2_error(),
+                // Another instance loads. It renews the lock while its loader
+                // runs, and releases it when done, or when it fails or is
+                // dropped: retrying the lock notices all of them.
+                waited = true;
+                tokio::time::sleep(LOCK_POLL).await;
+                if lookup
+                    && let Ok(Some(value)) = self.l2_lookup::<T, _>(key, options, ViaCodec).await
+                {
+                    return LockOutcome::Loaded(value);
+                }
             }
         }
-        let _ = (key, options);
+        let _ = (key, options, start);
         LockOutcome::Load(None)
     }
 
-    async fn unlock(&self, lock: Option<LockToken>) {
+    async fn unlock(&self, lock: Option<HeldLock>) {
         #[cfg(feature = "redis")]
-        if let (Some(token), Some((locks, _))) = (lock, &self.lock)
-            && locks.release(token).await.is_err()
+        if let Some(held) = lock
+            && held.release().await.is_err()
         {
             self.stats.l2_error();
         }
@@ -1062,29 +1259,44 @@ impl<C: Codec> Inner<C> {
     }
 
     /// After a failed load, a stale value counts as fresh for the throttle
-    /// duration, so a failing backend is not called by every request.
+    /// duration, so a failing backend is not called by every request. The
+    /// slot is marked in place: a value written meanwhile replaced the slot
+    /// and is left alone.
     async fn throttle_stale(&self, key: &str, options: &EntryOptions) {
-        let token = self.generations.token();
         let Some(slot) = self.l1.get(key).await else {
             return;
         };
         let now = Instant::now();
         if slot.fresh_until <= now && slot.stale_until > now {
-            let throttled = Slot {
-                value: Arc::clone(&slot.value),
-                weight: slot.weight,
-                check_clock: true,
-                fresh_until: (now + options.fail_safe_throttle).min(slot.stale_until),
-                stale_until: slot.stale_until,
-                refresh_at: None,
-            };
-            self.l1.insert(Arc::from(key), Arc::new(throttled)).await;
-            // Not brought back if an invalidation swept it meanwhile.
-            if !self.generations.unchanged_since(key, token) {
-                self.l1.invalidate(key).await;
-            }
+            slot.throttle_until((now + options.fail_safe_throttle).min(slot.stale_until));
         }
     }
+}
+
+/// Runs `load` while renewing `lock` (if one is held), so a load longer
+/// than the lock's TTL keeps it.
+async fn keep_lock<F: Future>(lock: Option<&HeldLock>, load: F) -> F::Output {
+    #[cfg(feature = "redis")]
+    if let Some(held) = lock {
+        let load = std::pin::pin!(load);
+        let keep = std::pin::pin!(held.keep());
+        return match futures_util::future::select(load, keep).await {
+            futures_util::future::Either::Left((output, _)) => output,
+            futures_util::future::Either::Right(((), load)) => load.await,
+        };
+    }
+    let _ = lock;
+    load.await
+}
+
+/// A loader's panic as a load error.
+fn panicked(panic: &(dyn Any + Send)) -> BoxError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    format!("the loader panicked: {message}").into()
 }
 
 /// How often an instance waiting for another's load looks at L2.
@@ -1092,16 +1304,16 @@ impl<C: Codec> Inner<C> {
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
 #[cfg(feature = "redis")]
-type LockToken = crate::lock::LockToken;
+type HeldLock = crate::lock::Held;
 #[cfg(not(feature = "redis"))]
-type LockToken = std::convert::Infallible;
+type HeldLock = std::convert::Infallible;
 
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 enum LockOutcome<T> {
     /// Another instance loaded the value meanwhile.
     Loaded(Arc<T>),
     /// Load now, holding the lock if one was taken.
-    Load(Option<LockToken>),
+    Load(Option<HeldLock>),
 }
 
 fn typed<T: Clone + 'static>(value: &Value) -> Option<T> {

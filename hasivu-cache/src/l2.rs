@@ -3,11 +3,15 @@
 //! with the `cluster` feature: every command touches one key (GET and PTTL
 //! of one key share its slot), so no call is cross-slot.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
 };
 
@@ -39,7 +43,9 @@ pub(crate) enum L2Error {
     Reply(String),
 }
 
-/// A connection to one server or to a cluster; both reconnect by themselves.
+/// A connection to one server or to a cluster; both reconnect by themselves
+/// when the connection closes or fails, not when it only stops answering
+/// (see [`Link::replace`]).
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single(ConnectionManager),
@@ -98,14 +104,119 @@ pub(crate) struct L2Entry {
     pub(crate) stamp: u64,
 }
 
+/// Stores a loaded value and its stamp unless the key's stamp is above
+/// the load's: a write (set, remove, invalidation) since the load started
+/// took a generation above every stamp that existed then.
+const WRITE_LOADED: &str = r#"
+local current = tonumber(redis.call("GET", KEYS[2]) or "0") or 0
+if current > tonumber(ARGV[3]) then
+    return 0
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[4])
+return 1
+"#;
+
+/// How long a stamp outlives its value at least, and how long a deleted
+/// key keeps its stamp (a tombstone): a load that started before a write
+/// finds the write's stamp as long as it runs for less than this. Loads
+/// that run longer are not written to L2 (see [`LONGEST_LOAD`]).
+pub(crate) const STAMP_LIFE: Duration = Duration::from_secs(120);
+
+/// Loads that ran longer than this are not written to L2: a stamp they
+/// must see may have expired. Half the stamp life, so that a write delayed
+/// on its way to Redis cannot land after the stamp's end.
+pub(crate) const LONGEST_LOAD: Duration = Duration::from_secs(60);
+
+/// The TTL of a stamp next to a value living `millis`.
+pub(crate) fn stamp_life(millis: u64) -> u64 {
+    millis.max(ttl_millis(STAMP_LIFE))
+}
+
+/// The Lua scripts, loaded once per L2.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) write_loaded: Script,
+    pub(crate) change: Script,
+    pub(crate) write_key: Script,
+}
+
+/// How to make a fresh connection when the one in use stopped answering.
+#[derive(Clone)]
+enum Connect {
+    Single(redis::Client, ConnectionManagerConfig),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterConfig),
+}
+
+impl Connect {
+    fn connect(&self) -> Result<Connection, RedisError> {
+        match self {
+            Connect::Single(client, config) => Ok(Connection::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+            )),
+            #[cfg(feature = "cluster")]
+            Connect::Cluster(client, config) => Ok(Connection::Cluster(
+                client.get_pending_async_connection_with_config(config.clone()),
+            )),
+        }
+    }
+}
+
+/// The connection in use, its generation (bumped when it is replaced) and
+/// how to make the next one.
+struct Link {
+    current: Mutex<(u64, Connection)>,
+    connect: Connect,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Link")
+    }
+}
+
+impl Link {
+    fn new(connect: Connect) -> Result<Self, RedisError> {
+        Ok(Self {
+            current: Mutex::new((0, connect.connect()?)),
+            connect,
+        })
+    }
+
+    fn get(&self) -> (u64, Connection) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Gives up the connection of `generation` (unless another call did
+    /// already). The `redis` client remakes a connection that closes or
+    /// errors, but not one that stopped answering without closing (a
+    /// half-open TCP connection, a silently dropped NAT entry), whose
+    /// commands would time out for ever: the next call connects afresh.
+    fn replace(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        // Building a lazy connection fails only on a configuration the
+        // first one accepted: keep the old one then.
+        if let Ok(conn) = self.connect.connect() {
+            *current = (generation.wrapping_add(1), conn);
+        }
+    }
+}
+
 /// The Redis side of the cache. Cheap to clone: clones share the connection
 /// and the breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisL2 {
-    conn: Connection,
+    link: Arc<Link>,
+    cluster: bool,
     pub(crate) prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
+    pub(crate) scripts: Arc<Scripts>,
 }
 
 impl RedisL2 {
@@ -129,12 +240,14 @@ impl RedisL2 {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(timeout);
-        let conn = Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?);
+        let link = Link::new(Connect::Single(client, config))?;
         Ok(Self {
-            conn,
+            link: Arc::new(link),
+            cluster: false,
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
+            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -155,12 +268,14 @@ impl RedisL2 {
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
-        let conn = Connection::Cluster(client.get_pending_async_connection_with_config(config));
+        let link = Link::new(Connect::Cluster(client, config))?;
         Ok(Self {
-            conn,
+            link: Arc::new(link),
+            cluster: true,
             prefix: prefix.into().into(),
             timeout,
             breaker: Arc::new(breaker),
+            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -174,7 +289,7 @@ impl RedisL2 {
 
     /// The Redis key of the stamp that travels with `key`'s value (see
     /// [`keys::stamp_key`]).
-    fn stamp_key(&self, key: &str) -> Option<String> {
+    pub(crate) fn stamp_key(&self, key: &str) -> Option<String> {
         if self.is_cluster() {
             keys::stamp_key(&self.prefix, key)
         } else {
@@ -184,21 +299,18 @@ impl RedisL2 {
 
     /// Whether the connection is to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
-        match self.conn {
-            Connection::Single(_) => false,
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(_) => true,
-        }
+        self.cluster
     }
 
     /// The value under `key`, its remaining time to live and its stamp;
     /// `Ok(None)` when the key is missing. GET, PTTL and the stamp's GET
-    /// travel in one pipelined round trip (one slot on a cluster).
+    /// travel in one transaction (`MULTI`/`EXEC`, one slot on a cluster), so
+    /// the stamp is the one written with the value.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<L2Entry>, L2Error> {
         let full = self.full_key(key);
         let stamp_key = self.stamp_key(key);
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        pipe.atomic().cmd("GET").arg(&full).cmd("PTTL").arg(&full);
         if let Some(stamp_key) = &stamp_key {
             pipe.cmd("GET").arg(stamp_key);
         }
@@ -220,77 +332,64 @@ impl RedisL2 {
         }))
     }
 
-    /// Stores `value` under `key` for `ttl` (`SET … PX`), with its stamp
-    /// beside it for the same time. A TTL below one millisecond is stored as
-    /// one millisecond, since Redis rejects zero.
+    /// Stores a loaded `value` under `key` for `ttl`, stamped with the
+    /// epoch the load started under, unless the key was written since
+    /// (its stamp is above ours): one script, so value and stamp change
+    /// together. `Ok(false)` when a write since refused it. On a cluster, a
+    /// key whose stamp cannot share its slot is not stored (nothing would
+    /// tell a write after the load from one before), and `Ok(true)`. A TTL
+    /// below one millisecond is stored as one millisecond, since Redis
+    /// rejects zero.
     pub(crate) async fn set(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
         stamp: u64,
-    ) -> Result<(), L2Error> {
-        let pipe = self.set_pipeline(key, value, ttl, stamp);
-        self.call("set", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
-    }
-
-    /// [`set`](Self::set) and a backplane message in the same round trip
-    /// (one server only: on a cluster the channel's shard is another node).
-    pub(crate) async fn set_and_publish(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        stamp: u64,
-        message: &[u8],
-    ) -> Result<(), L2Error> {
-        debug_assert!(!self.is_cluster(), "PUBLISH in a pipeline needs one server");
-        let mut pipe = self.set_pipeline(key, value, ttl, stamp);
-        pipe.cmd("PUBLISH")
-            .arg(keys::channel(&self.prefix))
-            .arg(message)
-            .ignore();
-        self.call("set", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
-        .await
-    }
-
-    fn set_pipeline(&self, key: &str, value: &[u8], ttl: Duration, stamp: u64) -> redis::Pipeline {
+    ) -> Result<bool, L2Error> {
+        let Some(stamp_key) = self.stamp_key(key) else {
+            // Nothing in Redis could tell a write since from one before:
+            // not stored there, but nothing refused it either.
+            return Ok(true);
+        };
         let millis = ttl_millis(ttl);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.full_key(key))
+        let mut invocation = self.scripts.write_loaded.key(self.full_key(key));
+        invocation
+            .key(stamp_key)
             .arg(value)
-            .arg("PX")
             .arg(millis)
-            .ignore();
+            .arg(stamp)
+            .arg(stamp_life(millis));
+        let stored: i64 = self
+            .call("set", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// Removes the value of `key` (`UNLINK`: the memory is freed off the
+    /// main thread); its stamp is left to expire within [`STAMP_LIFE`], so
+    /// that a load that started before a write still finds the write's
+    /// stamp.
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
+        let mut pipe = redis::pipe();
+        self.push_remove(&mut pipe, key);
+        self.call("remove", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Adds the commands of [`remove`](Self::remove) to `pipe`.
+    pub(crate) fn push_remove(&self, pipe: &mut Pipeline, key: &str) {
+        pipe.cmd("UNLINK").arg(self.full_key(key)).ignore();
         if let Some(stamp_key) = self.stamp_key(key) {
-            pipe.cmd("SET")
+            pipe.cmd("PEXPIRE")
                 .arg(stamp_key)
-                .arg(stamp)
-                .arg("PX")
-                .arg(millis)
+                .arg(ttl_millis(STAMP_LIFE))
                 .ignore();
         }
-        pipe
-    }
-
-    /// Removes `key` and its stamp (`UNLINK`: the memory is freed off the
-    /// main thread).
-    pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(self.full_key(key));
-        if let Some(stamp_key) = self.stamp_key(key) {
-            cmd.arg(stamp_key);
-        }
-        self.call("remove", |mut conn| async move {
-            cmd.query_async::<()>(&mut conn).await
-        })
-        .await
     }
 
     /// The per-call timeout.
@@ -315,8 +414,17 @@ impl RedisL2 {
             return Err(L2Error::Unavailable);
         }
         let guard = Abandon(Some(&self.breaker));
-        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        let (generation, conn) = self.link.get();
+        let result = tokio::time::timeout(self.timeout, f(conn)).await;
         guard.defuse();
+        let timed_out = match &result {
+            Err(_elapsed) => true,
+            Ok(Err(error)) => error.is_timeout(),
+            Ok(Ok(_)) => false,
+        };
+        if timed_out {
+            self.link.replace(generation);
+        }
         match result {
             Ok(Ok(value)) => {
                 self.breaker.success();
@@ -346,6 +454,16 @@ impl RedisL2 {
         metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "timeout").increment(1);
         tracing::warn!(op, timeout = ?self.timeout, "redis L2 call timed out");
         L2Error::Timeout(self.timeout)
+    }
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            write_loaded: Script::new(WRITE_LOADED),
+            change: Script::new(crate::l2_invalidation::CHANGE),
+            write_key: Script::new(crate::l2_invalidation::WRITE_KEY),
+        }
     }
 }
 
@@ -491,16 +609,68 @@ mod tests {
         assert!(l2.get("k").await.unwrap().is_some());
         l2.remove("k").await.unwrap();
         assert!(l2.get("k").await.unwrap().is_none());
-        // The stamp went with the value.
+        // The stamp stays a while, for loads that started before.
         let mut raw = raw(&redis).await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("*")
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(keys, ["p:hasivu:stamp:{p:k}"]);
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!((1..=120_000).contains(&left), "{left}");
+        assert!(
+            !l2.set("k", b"old", Duration::from_secs(10), 0)
+                .await
+                .unwrap(),
+            "a load that started before the removal is refused"
+        );
         // Removing a missing key is fine.
         l2.remove("k").await.unwrap();
+    }
+
+    /// How many times Redis ran each of `commands`, summed.
+    async fn calls(redis: &RedisServer, commands: &[&str]) -> u64 {
+        let mut raw = raw(redis).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        commands
+            .iter()
+            .map(|command| {
+                let wanted = format!("cmdstat_{command}:calls=");
+                info.lines()
+                    .find_map(|line| line.strip_prefix(wanted.as_str()))
+                    .and_then(|rest| rest.split(',').next())
+                    .map_or(0, |n| n.parse::<u64>().unwrap())
+            })
+            .sum()
+    }
+
+    /// A value and its stamp are written in one atomic step and read in
+    /// one transaction, so a reader cannot pair one write's value with
+    /// another write's stamp (an old value with a new, valid stamp).
+    #[tokio::test]
+    async fn a_value_and_its_stamp_are_read_and_written_atomically() {
+        let redis = RedisServer::start();
+        let l2 = l2(&redis, "p:");
+        let atomic = ["exec", "eval", "evalsha"];
+        // The first write loads the script.
+        l2.set("k", b"v", Duration::from_secs(60), 7).await.unwrap();
+        let before = calls(&redis, &atomic).await;
+        l2.set("k", b"v", Duration::from_secs(60), 7).await.unwrap();
+        let written = calls(&redis, &atomic).await;
+        assert_eq!(written - before, 1, "the write is not one atomic step");
+        let entry = l2.get("k").await.unwrap().unwrap();
+        assert_eq!((&entry.value[..], entry.stamp), (&b"v"[..], 7));
+        let read = calls(&redis, &atomic).await;
+        assert_eq!(read - written, 1, "the read is not one transaction");
     }
 
     #[tokio::test]
@@ -540,7 +710,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match l2.set("k", b"v", Duration::from_secs(10), 0).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -581,7 +751,7 @@ mod tests {
         loop {
             tokio::time::sleep(OPEN_FOR).await;
             match l2.set("k", b"again", Duration::from_secs(60), 0).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                 }
@@ -617,6 +787,32 @@ mod tests {
             "{elapsed:?}"
         );
         assert_eq!(l2.breaker_state(), BreakerState::Closed, "one failure");
+    }
+
+    /// A connection that stops answering without closing (half-open TCP)
+    /// raises no error the `redis` client acts on: it is given up after a
+    /// timeout, so once the network heals the next calls succeed.
+    #[tokio::test]
+    async fn a_connection_that_stopped_answering_is_replaced() {
+        let redis = RedisServer::start();
+        let proxy = hasivu_testkit::FaultProxy::start(redis.addr());
+        let l2 = RedisL2::new(
+            &proxy.redis_url(),
+            "p:",
+            TIMEOUT,
+            Breaker::new(THRESHOLD, OPEN_FOR),
+        )
+        .unwrap();
+        l2.set("k", b"v", Duration::from_secs(60), 0).await.unwrap();
+
+        proxy.half_open();
+        let err = l2.get("k").await.unwrap_err();
+        assert!(matches!(err, L2Error::Timeout(_)), "{err:?}");
+        // The connection in use stays dead after healing; new ones work.
+        proxy.heal();
+        let entry = l2.get("k").await.expect("a fresh connection answers");
+        assert_eq!(&entry.unwrap().value[..], b"v");
+        assert_eq!(l2.breaker_state(), BreakerState::Closed);
     }
 
     #[test]

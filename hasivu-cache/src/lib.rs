@@ -92,30 +92,48 @@
 //! script, so it still grows after Redis restarts without its data) and
 //! records it for every prefix of the cascade in the hash
 //! `hasivu:{generations}`. Every L2 value is written with a stamp beside it
-//! (`hasivu:stamp:{<key>}`, same cluster slot, same TTL): the generation
-//! its writer knew when the load started. A value is valid exactly when no
-//! prefix covering its key has a newer generation. Reading the stamp is one
-//! more `GET` in the round trip that already fetches the value; writing it
-//! is one more `SET` in the same pipeline; it costs Redis one small key per
-//! entry. Nothing is scanned or deleted on the request path; the memory of
+//! (`hasivu:stamp:{<key>}`, same cluster slot): the generation its writer
+//! knew when the load started. A value is valid exactly when no prefix
+//! covering its key has a newer generation. The stamp is read with the
+//! value in one `MULTI`/`EXEC` (one round trip), and written with it by one
+//! script, so a reader never pairs a value with another write's stamp; it
+//! costs Redis one small key per entry. In L1, each entry remembers the
+//! invalidations it was loaded after, so an invalidated prefix is a miss
+//! there too at the cost of one atomic load per hit, without walking L1.
+//! Nothing is scanned or deleted on the request path; the memory of
 //! invalidated values comes back with their TTL, or at once through the
 //! maintenance call [`Cache::purge`] (`SCAN` + `UNLINK`, on every master of
 //! a cluster, never `KEYS`).
 //!
-//! **Every instance's L1 follows within milliseconds.** The invalidating
-//! instance sweeps its own L1; a backplane message on Redis pub/sub (sharded
-//! pub/sub on a cluster) makes the others do the same. Explicit writes
-//! ([`Cache::set`], [`Cache::remove`]) are announced too, so the others drop
-//! their L1 copy; values a loader produced are not (they are reads, not
-//! changes). A message is small JSON (operation, keys or prefixes,
+//! **A load overtaken by a write is not kept.** A load that read the
+//! database before a write and returns after it ([`Cache::set`],
+//! [`Cache::remove`], an invalidation of its key or of a prefix covering
+//! it, on this instance or on another) gives its value to its callers but
+//! stores it nowhere. Every write takes a generation from the same
+//! sequence and leaves it in the key's stamp (a deleted key keeps its stamp
+//! for two minutes, a tombstone); a loaded value is written to Redis by a
+//! script that refuses when the stamp is newer than the load, and in L1
+//! only when no write of the key was applied here since it started
+//! (counted in a fixed table of 4096 counters, so a collision only ever
+//! keeps a value out). A load that ran longer than a minute is not written
+//! to Redis (its stamp check could come after the tombstone expired).
+//!
+//! **Every instance's L1 follows within milliseconds.** The writing
+//! instance updates its own L1; a backplane message on Redis pub/sub
+//! (sharded pub/sub on a cluster) makes the others drop the keys and
+//! record the prefixes. Explicit writes ([`Cache::set`], [`Cache::remove`])
+//! are announced too, so the others drop their L1 copy; values a loader
+//! produced are not (they are reads, not changes). On one Redis server, a
+//! write, its stamp and its message are one script: all or nothing, one
+//! round trip. A message is small JSON (operation, keys or prefixes,
 //! generation, origin, time) and an instance ignores its own. Pub/sub loses
 //! messages sent while a subscriber is away: while the subscription is down,
 //! the instance does not read L2 (its L1 goes on serving, within each
-//! entry's L1 TTL); once it is back, the instance replays its own
-//! invalidations that could not reach Redis, re-reads the generations and
-//! flushes its L1. A load that started before an invalidation (or a flush)
-//! and finishes after it returns its value to its callers but does not
-//! store it.
+//! entry's L1 TTL); once it is back, the instance replays its own writes and
+//! invalidations that could not reach Redis (a write is replayed as a
+//! delete: Redis holds an older value), re-reads the generations and
+//! flushes its L1. Until the replay, this instance does not read those keys
+//! from L2.
 //!
 //! **A silent subscriber is detected within 3 s.** A subscription can be
 //! lost without its connection closing: a Redis Cluster unsubscribes its
@@ -132,9 +150,9 @@
 //! that overflows it costs a resync, not memory.
 //!
 //! **Sharing with other services.** Values stay plain JSON under their own
-//! names. A value another service wrote has no stamp and reads as stamp 0:
-//! valid until a prefix covering it is invalidated, a miss afterwards until
-//! it is written again. Another service invalidates a prefix by running the
+//! names. A value another service wrote has no stamp and reads as stamp 0
+//! (or as the stamp a write from this crate left): valid until a prefix
+//! covering it is invalidated, a miss afterwards until it is written again. Another service invalidates a prefix by running the
 //! same bump (a `TIME`-based generation `HSET` into `hasivu:{generations}`)
 //! and publishing `{"op":"invalidate","p":["menu:"],"g":<generation>,"o":<its id>,"t":<ms>}`
 //! on `hasivu:backplane`; all these names sit under the key prefix. The

@@ -157,8 +157,9 @@ impl EntryOptions {
     }
 
     /// An access after this fraction of the L1 TTL (e.g. 0.8) starts a
-    /// refresh in the background, once per key, so hot keys never expire
-    /// in front of callers. Values outside `0.0..1.0` turn it off.
+    /// refresh in the background, once per key: a loader call (not a read
+    /// of L2, which holds the value being refreshed), so hot keys never
+    /// expire in front of callers. Values outside `0.0..1.0` turn it off.
     #[must_use]
     pub fn eager_refresh(mut self, fraction: f64) -> Self {
         self.eager_refresh = (fraction > 0.0 && fraction < 1.0).then_some(fraction);
@@ -172,7 +173,10 @@ impl EntryOptions {
         self
     }
 
-    /// Does not read or write the value in L2.
+    /// Does not read or write the value in L2 (a [`Cache::set`] with it
+    /// still deletes the value L2 held, which is older).
+    ///
+    /// [`Cache::set`]: crate::Cache::set
     #[must_use]
     pub fn skip_l2(mut self) -> Self {
         self.skip_l2 = true;

@@ -2,16 +2,20 @@
 //! timeouts, eager refresh, warming. Time is tokio's paused clock
 //! (`tokio_time(true)`), except in the one test of the default time source.
 
+mod support;
+
 use std::{
     io,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
 use hasivu_cache::{Cache, EntryOptions, Error};
+use support::{KEY, Source, Write};
 use tokio::time::{advance, sleep};
 
 fn secs(s: u64) -> Duration {
@@ -291,4 +295,132 @@ async fn by_default_entries_expire_on_the_real_clock() {
     assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
     std::thread::sleep(Duration::from_millis(250));
     assert_eq!(cache.get::<u8>("k").await.unwrap(), None);
+}
+
+/// The reported fault, on one instance without Redis: a load that read the
+/// source before a write of its key returns what it read to its callers,
+/// but does not keep it, whichever way the key was written.
+#[tokio::test(start_paused = true)]
+async fn a_load_overtaken_by_any_write_of_its_key_is_returned_but_not_kept() {
+    for write in Write::ALL {
+        let cache = Cache::builder()
+            .tokio_time(true)
+            .rules(support::rules())
+            .build()
+            .unwrap();
+        let source = Source::new("v1");
+        let load = tokio::spawn({
+            let cache = cache.clone();
+            let gated = source.gated();
+            async move { cache.get_or_load(KEY, &support::options(), gated).await }
+        });
+        source.read.notified().await;
+        // The database changes, then the application tells the cache.
+        source.write("v2");
+        write.apply(&cache, "v2").await;
+        source.go.notify_one();
+        assert_eq!(
+            load.await.unwrap().unwrap(),
+            "v1",
+            "{write:?}: the callers get what the load read"
+        );
+        assert_eq!(
+            cache.get::<String>(KEY).await.unwrap(),
+            write.expected("v2"),
+            "{write:?}: the cache serves the value read before the write"
+        );
+        assert_eq!(
+            cache
+                .get_or_load(KEY, &support::options(), source.loader())
+                .await
+                .unwrap(),
+            "v2",
+            "{write:?}"
+        );
+    }
+}
+
+/// A load whose task was dropped before it ever ran (its runtime shut
+/// down) leaves nothing behind: the next caller, on another runtime, loads
+/// the key instead of joining a flight that can only fail.
+#[test]
+fn a_load_whose_task_never_ran_does_not_wedge_its_key() {
+    let cache = Cache::builder().build().unwrap();
+    let options = EntryOptions::new(secs(60));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(async {
+        let mut call = Box::pin(cache.get_or_load("k", &options, || async {
+            Ok::<_, io::Error>("never".to_owned())
+        }));
+        // One poll starts the load's task; nothing lets it run.
+        let polled = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        assert!(polled.is_pending());
+    });
+    drop(first);
+
+    let second = runtime();
+    let value = second.block_on(cache.get_or_load("k", &options, || async {
+        Ok::<_, io::Error>("loaded".to_owned())
+    }));
+    assert_eq!(value.unwrap(), "loaded");
+}
+
+/// After a failed load, the fail-safe keeps serving the stale value for
+/// the throttle duration; that must not overwrite a value `set` at the
+/// same moment. Raced on two threads, many rounds, the writer starting as
+/// the loader fails and a little later each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fail_safe_throttle_does_not_overwrite_a_concurrent_set() {
+    let cache = Cache::builder().build().unwrap();
+    // Stale at once, kept an hour, throttled an hour after a failure.
+    let stale = EntryOptions::new(Duration::ZERO)
+        .fail_safe(secs(3600))
+        .fail_safe_throttle(secs(3600));
+    let fresh = EntryOptions::new(secs(3600));
+    for round in 0..500_u32 {
+        let key = format!("k{round}");
+        cache.set(&key, "old".to_owned(), &stale).await.unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let cache = cache.clone();
+            let key = key.clone();
+            let fresh = fresh.clone();
+            let failed = Arc::clone(&failed);
+            async move {
+                let mut spins = 0_u32;
+                while !failed.load(Ordering::Acquire) {
+                    spins += 1;
+                    if spins.is_multiple_of(4096) {
+                        // Lets the load run when both workers are here.
+                        tokio::task::yield_now().await;
+                    }
+                    std::hint::spin_loop();
+                }
+                for _ in 0..round % 97 {
+                    std::hint::spin_loop();
+                }
+                cache.set(&key, "new".to_owned(), &fresh).await
+            }
+        });
+        let served = cache
+            .get_or_load(&key, &stale, move || async move {
+                failed.store(true, Ordering::Release);
+                Err::<String, _>(io::Error::other("database down"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(served, "old", "the fail-safe answer");
+        writer.await.unwrap().unwrap();
+        assert_eq!(
+            cache.get::<String>(&key).await.unwrap().as_deref(),
+            Some("new"),
+            "round {round}: the value set was replaced by the stale one"
+        );
+    }
 }

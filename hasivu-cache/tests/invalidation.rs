@@ -4,6 +4,8 @@
 //! restart in the middle, and the SCAN-based purge.
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::{
     io,
     sync::{
@@ -17,6 +19,7 @@ use hasivu_cache::{
     Cache, EntryOptions, Error, InvalidationRules, Pattern, PatternError, escape_glob,
 };
 use hasivu_testkit::RedisServer;
+use support::{KEY, Source, Write};
 
 fn options() -> EntryOptions {
     EntryOptions::new(Duration::from_secs(60))
@@ -135,6 +138,9 @@ async fn a_prefix_invalidation_makes_every_instance_miss_without_deleting() {
     let done = a.invalidate("user:*").await.unwrap();
     assert!(done.propagated);
     assert!(done.generation > 0);
+    // At once on A, whose L1 held the values it set.
+    assert_eq!(a.get::<String>("user:profile:1").await.unwrap(), None);
+    assert_eq!(a.get::<String>("auth:sessions:1").await.unwrap(), None);
     // B drops its L1 copies on the backplane message, and the L2 entries
     // are misses by their stamps.
     eventually(Duration::from_secs(2), async || {
@@ -284,6 +290,12 @@ async fn a_redis_restart_replays_queued_invalidations_and_flushes_l1() {
     a.set("menu:daily:current", "old".to_owned(), &options())
         .await
         .unwrap();
+    // B has heard of the write: its copy of the value is not one a read
+    // racing the write's message might have fetched before the write.
+    eventually(Duration::from_secs(2), async || {
+        b.stats().backplane_received >= 1
+    })
+    .await;
     assert_eq!(
         b.get::<String>("menu:daily:current")
             .await
@@ -376,15 +388,16 @@ async fn a_load_overtaken_by_an_invalidation_is_not_kept() {
 async fn purge_scans_and_unlinks_only_what_matches() {
     let redis = RedisServer::start();
     let cache = cache(&redis);
+    let hour = EntryOptions::new(Duration::from_secs(3600));
     for i in 0..1200 {
         cache
-            .set(&format!("order:history:{i}"), i, &options())
+            .set(&format!("order:history:{i}"), i, &hour)
             .await
             .unwrap();
     }
-    cache.set("order:active:1", 1, &options()).await.unwrap();
-    cache.set("search:q=*rice?", 1, &options()).await.unwrap();
-    cache.set("search:q=xricey", 2, &options()).await.unwrap();
+    cache.set("order:active:1", 1, &hour).await.unwrap();
+    cache.set("search:q=*rice?", 1, &hour).await.unwrap();
+    cache.set("search:q=xricey", 2, &hour).await.unwrap();
 
     assert_eq!(cache.purge("order:history:*").await.unwrap(), 1200);
     // A key holding glob metacharacters, escaped: exactly that key.
@@ -402,20 +415,17 @@ async fn purge_scans_and_unlinks_only_what_matches() {
     left.retain(|key| !key.starts_with("hasivu:"));
     left.sort();
     assert_eq!(left, ["order:active:1", "search:q=xricey"]);
-    let mut stamps: Vec<String> = redis::cmd("KEYS")
-        .arg("hasivu:stamp:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    stamps.sort();
-    assert_eq!(
-        stamps,
-        [
-            "hasivu:stamp:{order:active:1}",
-            "hasivu:stamp:{search:q=xricey}"
-        ],
-        "stamps went with their values"
-    );
+    // The stamps of purged values go within the stamp life (two minutes),
+    // not with the hour their values had; the others keep their hour.
+    let pttl = async |conn: &mut redis::aio::MultiplexedConnection, key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+    };
+    for purged in ["order:history:7", "search:q=*rice?"] {
+        let left = pttl(&mut conn, &format!("hasivu:stamp:{{{purged}}}")).await;
+        assert!((1..=120_000).contains(&left), "{purged}: {left}");
+    }
+    let kept = pttl(&mut conn, "hasivu:stamp:{order:active:1}").await;
+    assert!(kept > 3_000_000, "{kept}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,6 +467,36 @@ async fn an_invalidation_queued_while_redis_stalls_is_retried_without_a_reconnec
                 .is_none()
     })
     .await;
+    // Replayed, the invalidation has its generation from Redis: what is
+    // written under the prefix afterwards is valid for A too.
+    b.set("menu:weekly", "later".to_owned(), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get::<String>("menu:weekly").await.unwrap().as_deref(),
+        Some("later")
+    );
+}
+
+/// A write that reached Redis leaves nothing queued, and the value set is
+/// served from this instance's L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_reached_redis_is_kept_here_and_queues_nothing() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    synced(&a).await;
+    a.set("menu:1", "v".to_owned(), &options()).await.unwrap();
+    assert_eq!(a.pending_invalidations(), 0);
+    let hits = a.stats().l1_hits;
+    assert_eq!(
+        a.get::<String>("menu:1").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(a.stats().l1_hits, hits + 1, "served from L1");
+    a.remove("menu:1").await.unwrap();
+    a.invalidate_key("menu:2").await.unwrap();
+    a.invalidate("menu:*").await.unwrap();
+    assert_eq!(a.pending_invalidations(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,14 +540,317 @@ async fn a_write_whose_round_trip_fails_is_announced_later() {
         Some("new")
     );
 
-    // Once Redis takes writes again, B hears of it and reads the new value.
+    // Once Redis takes writes again, the replay deletes the key from L2
+    // (the write held by the pause may or may not have landed) and B
+    // hears of it: it no longer serves the old value.
     eventually(Duration::from_secs(5), async || {
         a.pending_invalidations() == 0
             && b.get::<String>("menu:daily:current")
                 .await
                 .unwrap()
-                .as_deref()
-                == Some("new")
+                .is_none()
     })
     .await;
+}
+
+/// Whether a read of L2 through `cache` works (no L2 error counted).
+async fn l2_works(cache: &Cache) -> bool {
+    let errors = cache.stats().l2_errors;
+    let _ = cache.get::<i32>("probe").await;
+    cache.stats().l2_errors == errors
+}
+
+/// An instance whose rules let the overtaking tests reach [`KEY`] through
+/// a rule.
+fn overtaking_cache(redis: &RedisServer) -> Cache {
+    Cache::builder()
+        .redis(redis.url())
+        .rules(support::rules())
+        .l2_timeout(Duration::from_millis(300))
+        .breaker(2, Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+/// The reported fault with Redis: a load on A read the source, the source
+/// changed and the key was written (on A, or on B), then the load returned.
+/// Its callers get what it read; no instance may serve that afterwards,
+/// from L1 or from L2, whatever the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_overtaken_by_any_write_on_any_instance_is_served_nowhere() {
+    for write in Write::ALL {
+        for remote in [false, true] {
+            let case = format!("{write:?} on {}", if remote { "B" } else { "A" });
+            let redis = RedisServer::start();
+            let a = overtaking_cache(&redis);
+            let b = overtaking_cache(&redis);
+            synced(&a).await;
+            synced(&b).await;
+            let source = Source::new("v1");
+            let load = tokio::spawn({
+                let a = a.clone();
+                let gated = source.gated();
+                async move { a.get_or_load(KEY, &support::options(), gated).await }
+            });
+            source.read.notified().await;
+            source.write("v2");
+            let (writer, other) = if remote { (&b, &a) } else { (&a, &b) };
+            let before = other.stats().backplane_received;
+            write.apply(writer, "v2").await;
+            // The other instance has heard of the write before the load ends.
+            eventually(Duration::from_secs(2), async || {
+                other.stats().backplane_received > before
+            })
+            .await;
+            source.go.notify_one();
+            assert_eq!(load.await.unwrap().unwrap(), "v1", "{case}");
+
+            let c = overtaking_cache(&redis);
+            synced(&c).await;
+            for (name, cache) in [("A", &a), ("B", &b), ("a new instance", &c)] {
+                let seen = cache.get::<String>(KEY).await.unwrap();
+                assert_ne!(
+                    seen.as_deref(),
+                    Some("v1"),
+                    "{case}: {name} serves the value read before the write"
+                );
+                assert_eq!(
+                    cache
+                        .get_or_load(KEY, &support::options(), source.loader())
+                        .await
+                        .unwrap(),
+                    "v2",
+                    "{case}: {name}"
+                );
+            }
+        }
+    }
+}
+
+/// A remote `set` racing a local load: B writes the new value while A's
+/// load of the old one runs. A's load must not replace it, in A's L1 or in
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_set_racing_a_local_load_wins() {
+    let redis = RedisServer::start();
+    let a = overtaking_cache(&redis);
+    let b = overtaking_cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    let source = Source::new("v1");
+    let load = tokio::spawn({
+        let a = a.clone();
+        let gated = source.gated();
+        async move { a.get_or_load(KEY, &support::options(), gated).await }
+    });
+    source.read.notified().await;
+    source.write("v2");
+    b.set(KEY, "v2".to_owned(), &support::options())
+        .await
+        .unwrap();
+    source.go.notify_one();
+    assert_eq!(load.await.unwrap().unwrap(), "v1");
+    // Whether A heard of the set before its load ended or after, once it
+    // has, every instance serves the value set.
+    eventually(Duration::from_secs(2), async || {
+        a.stats().backplane_received >= 1
+    })
+    .await;
+    let c = overtaking_cache(&redis);
+    synced(&c).await;
+    for (name, cache) in [("A", &a), ("B", &b), ("a new instance", &c)] {
+        assert_eq!(
+            cache.get::<String>(KEY).await.unwrap().as_deref(),
+            Some("v2"),
+            "{name} lost the value set"
+        );
+    }
+}
+
+/// A `set` whose round trip never reached Redis (its connection died while
+/// Redis held writes) is queued; the replay must take the old value out of
+/// L2, not only announce the write, or every other instance reads the old
+/// value back from Redis with a valid stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_on_the_way_to_redis_is_replayed_as_a_delete() {
+    let redis = RedisServer::start();
+    let a = cache(&redis);
+    let b = cache(&redis);
+    synced(&a).await;
+    synced(&b).await;
+    a.set(KEY, "old".to_owned(), &options()).await.unwrap();
+    assert_eq!(b.get::<String>(KEY).await.unwrap().as_deref(), Some("old"));
+
+    let mut conn = raw(&redis).await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    a.set(KEY, "new".to_owned(), &options()).await.unwrap();
+    assert_eq!(a.pending_invalidations(), 1, "the write is queued");
+    // The write Redis is holding never runs: its connection goes away.
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), async || {
+        a.pending_invalidations() == 0
+            && a.stats().backplane_synced == Some(true)
+            && b.stats().backplane_synced == Some(true)
+    })
+    .await;
+    // A later write from A reaches B through Redis (both connections are
+    // back) and through the backplane, after the replay's message.
+    let heard = b.stats().backplane_received;
+    a.set("after", "later".to_owned(), &options())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), async || {
+        b.stats().backplane_received > heard
+            && b.get::<String>("after").await.unwrap().as_deref() == Some("later")
+    })
+    .await;
+    assert_ne!(
+        b.get::<String>(KEY).await.unwrap().as_deref(),
+        Some("old"),
+        "after the replay, B reads back from Redis the value the write replaced"
+    );
+    assert_eq!(
+        a.get::<String>(KEY).await.unwrap().as_deref(),
+        Some("new"),
+        "the write holds where it was made"
+    );
+}
+
+/// After a write of a key (any kind, on either instance), the next load of
+/// it is kept again, in L1 and in L2: a write's stamp refuses only the
+/// loads that started before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_after_a_write_are_kept_again() {
+    for write in Write::ALL {
+        for remote in [false, true] {
+            let case = format!("{write:?} on {}", if remote { "B" } else { "A" });
+            let redis = RedisServer::start();
+            let a = overtaking_cache(&redis);
+            let b = overtaking_cache(&redis);
+            synced(&a).await;
+            synced(&b).await;
+            let source = Source::new("v1");
+            let load = || source.loader();
+            assert_eq!(
+                a.get_or_load(KEY, &support::options(), load())
+                    .await
+                    .unwrap(),
+                "v1"
+            );
+            source.write("v2");
+            let (writer, other) = if remote { (&b, &a) } else { (&a, &b) };
+            let before = other.stats().backplane_received;
+            write.apply(writer, "v2").await;
+            eventually(Duration::from_secs(2), async || {
+                other.stats().backplane_received > before
+            })
+            .await;
+            let calls = source.calls();
+            for _ in 0..2 {
+                assert_eq!(
+                    a.get_or_load(KEY, &support::options(), load())
+                        .await
+                        .unwrap(),
+                    "v2",
+                    "{case}"
+                );
+            }
+            assert!(
+                source.calls() <= calls + 1,
+                "{case}: A loaded {} times: its load was not kept",
+                source.calls() - calls
+            );
+            let c = overtaking_cache(&redis);
+            synced(&c).await;
+            assert_eq!(
+                c.get::<String>(KEY).await.unwrap().as_deref(),
+                Some("v2"),
+                "{case}: the value loaded after the write is not in L2"
+            );
+        }
+    }
+}
+
+/// A write dropped half-way (its caller cancelled while Redis held it, and
+/// the connection then died, so Redis never ran it) is still made: the key
+/// left L1 before Redis was asked, and the write is queued and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_half_way_is_still_made_everywhere() {
+    for write in Write::ALL {
+        let redis = RedisServer::start();
+        let a = overtaking_cache(&redis);
+        let b = overtaking_cache(&redis);
+        synced(&a).await;
+        synced(&b).await;
+        a.set(KEY, "old".to_owned(), &support::options())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(2), async || {
+            b.get::<String>(KEY).await.unwrap().as_deref() == Some("old")
+        })
+        .await;
+        let mut conn = raw(&redis).await;
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("WRITE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(100), write.apply(&a, "new")).await;
+        assert!(dropped.is_err(), "{write:?}: Redis held it");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        // Both instances reach Redis again (their killed connections are
+        // remade), A's queue is empty and both are in sync.
+        eventually(Duration::from_secs(10), async || {
+            l2_works(&a).await
+                && l2_works(&b).await
+                && a.pending_invalidations() == 0
+                && a.stats().backplane_synced == Some(true)
+                && b.stats().backplane_synced == Some(true)
+        })
+        .await;
+        // And B has heard everything A sent.
+        let heard = b.stats().backplane_received;
+        a.set("after", 1, &support::options()).await.unwrap();
+        eventually(Duration::from_secs(5), async || {
+            b.stats().backplane_received > heard && b.get::<i32>("after").await.unwrap() == Some(1)
+        })
+        .await;
+        for (name, cache) in [("A", &a), ("B", &b)] {
+            assert_ne!(
+                cache.get::<String>(KEY).await.unwrap().as_deref(),
+                Some("old"),
+                "{write:?} dropped half-way: {name} still serves what it replaced"
+            );
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! and an outage in the middle of a run.
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::{
     io,
     sync::{
@@ -16,6 +18,8 @@ use hasivu_cache::{BreakerState, Cache, EntryOptions};
 use hasivu_testkit::RedisServer;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use support::{KEY, Source};
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Menu {
@@ -237,4 +241,219 @@ async fn strict_mode_reports_redis_failures_the_default_absorbs_them() {
         Some(1),
         "L1 still works"
     );
+}
+
+/// How many times Redis ran `command` (from `INFO commandstats`).
+async fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let mut conn = raw(redis).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wanted = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(wanted.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Waits until `done` holds, polling every few milliseconds, for at most
+/// `limit`.
+async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn locking(redis: &RedisServer, ttl: Duration) -> Cache {
+    Cache::builder()
+        .redis(redis.url())
+        .l2_timeout(Duration::from_millis(300))
+        .distributed_lock(ttl)
+        .build()
+        .unwrap()
+}
+
+/// With the distributed lock, an instance waiting for another's load goes
+/// on soon after that load fails or panics, not after the lock's TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_go_on_soon_after_the_lock_holder_fails_or_panics() {
+    const TTL: Duration = Duration::from_secs(10);
+    for panics in [false, true] {
+        let redis = RedisServer::start();
+        let a = locking(&redis, TTL);
+        let b = locking(&redis, TTL);
+        let read = Arc::new(Notify::new());
+        let go = Arc::new(Notify::new());
+        let holder = tokio::spawn({
+            let (a, read, go) = (a.clone(), Arc::clone(&read), Arc::clone(&go));
+            async move {
+                a.get_or_load::<String, _, _, _>(KEY, &support::options(), move || async move {
+                    read.notify_one();
+                    go.notified().await;
+                    if panics {
+                        panic!("a bug in the loader");
+                    }
+                    Err(io::Error::other("database down"))
+                })
+                .await
+            }
+        });
+        read.notified().await;
+        let sets = calls(&redis, "set").await;
+        let started = Instant::now();
+        let source = Source::new("v1");
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            let load = source.loader();
+            async move { b.get_or_load(KEY, &support::options(), load).await }
+        });
+        // B found the lock taken (its SET NX failed) and waits.
+        eventually(Duration::from_secs(5), async || {
+            calls(&redis, "set").await > sets
+        })
+        .await;
+        go.notify_one();
+        assert!(
+            holder.await.unwrap().is_err(),
+            "A's callers get the failure"
+        );
+        assert_eq!(waiter.await.unwrap().unwrap(), "v1");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(2),
+            "panics: {panics}: B waited {waited:?} for a lock whose holder had failed (TTL {TTL:?})"
+        );
+        assert_eq!(source.calls(), 1, "B loaded once the lock was free");
+    }
+}
+
+/// A load on an instance whose runtime shuts down mid-load (a deploy)
+/// releases its lock: the other instances do not wait for its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cancelled_mid_load_releases_the_lock() {
+    const TTL: Duration = Duration::from_secs(10);
+    let redis = RedisServer::start();
+    let a = locking(&redis, TTL);
+    let b = locking(&redis, TTL);
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn({
+        let a = a.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let _load = tokio::spawn(async move {
+                    a.get_or_load::<String, _, _, _>(KEY, &support::options(), move || async move {
+                        let _ = read_tx.send(());
+                        std::future::pending::<()>().await;
+                        Ok::<_, io::Error>("never".to_owned())
+                    })
+                    .await
+                });
+                let _ = stop_rx.await;
+            });
+            // Dropping the runtime drops the load mid-way.
+            drop(runtime);
+        }
+    });
+    read_rx.await.unwrap();
+    stop_tx.send(()).unwrap();
+    thread.join().unwrap();
+
+    let started = Instant::now();
+    let source = Source::new("v1");
+    assert_eq!(
+        b.get_or_load(KEY, &support::options(), source.loader())
+            .await
+            .unwrap(),
+        "v1"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "B waited {waited:?} for the lock of a load that no longer runs (TTL {TTL:?})"
+    );
+}
+
+/// A load that outlives the lock's TTL keeps the lock (it is renewed while
+/// the loader runs): no second instance loads the key meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_longer_than_the_lock_ttl_keeps_the_lock() {
+    const TTL: Duration = Duration::from_millis(300);
+    let redis = RedisServer::start();
+    let a = locking(&redis, TTL);
+    let b = locking(&redis, TTL);
+    let source = Source::new("v1");
+    let holder = tokio::spawn({
+        let a = a.clone();
+        let gated = source.gated();
+        async move { a.get_or_load(KEY, &support::options(), gated).await }
+    });
+    source.read.notified().await;
+    let other = Source::new("loaded by B");
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        let load = other.loader();
+        async move { b.get_or_load(KEY, &support::options(), load).await }
+    });
+    // Four lock TTLs into A's load, B has still not loaded.
+    let started = Instant::now();
+    while started.elapsed() < TTL * 4 {
+        assert_eq!(
+            other.calls(),
+            0,
+            "B loaded after {:?}: A's lock expired under a running load",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    source.go.notify_one();
+    assert_eq!(holder.await.unwrap().unwrap(), "v1");
+    assert_eq!(waiter.await.unwrap().unwrap(), "v1", "B got A's value");
+    assert_eq!(other.calls(), 0);
+}
+
+/// Eager refresh with L2 configured calls the loader: re-reading L2 would
+/// only find the value the refresh is meant to replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_refresh_with_l2_reloads_from_the_source() {
+    let redis = RedisServer::start();
+    let cache = cache(&redis);
+    let options = EntryOptions::new(Duration::from_secs(60))
+        .l1_ttl(Duration::from_millis(300))
+        .eager_refresh(0.1);
+    let source = Source::new("v1");
+    assert_eq!(
+        cache
+            .get_or_load(KEY, &options, source.loader())
+            .await
+            .unwrap(),
+        "v1"
+    );
+    source.write("v2");
+    // Hits past 10% of the L1 TTL refresh in the background.
+    let started = Instant::now();
+    loop {
+        let value = cache
+            .get_or_load(KEY, &options, source.loader())
+            .await
+            .unwrap();
+        if value == "v2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still {value:?} after {:?}: the refresh never called the loader ({} calls)",
+            started.elapsed(),
+            source.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

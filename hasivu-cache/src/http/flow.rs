@@ -24,7 +24,11 @@ use super::{
     key::{MAX_KEY_BYTES, variant_key},
     layer::{Route, Shared},
 };
-use crate::{Cache, Codec, EntryOptions, cache::Found, generations::LoadToken, message::now_ms};
+use crate::{
+    Cache, Codec, EntryOptions,
+    cache::{Found, LoadToken},
+    message::now_ms,
+};
 
 /// What `call` decided for a request on a cached route.
 #[derive(Clone, Debug)]
