@@ -72,8 +72,8 @@ fn l2_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
         .enable_all()
         .build()
         .unwrap();
-    // An L1 of zero bytes: every `get` goes to Redis (GET + PTTL in one
-    // round trip, JSON decode).
+    // An L1 of zero bytes: every `get` goes to Redis (GET, PTTL and the
+    // stamp's GET in one MULTI/EXEC, one round trip; JSON decode).
     let ours = runtime.block_on(async {
         let cache = Cache::builder()
             .max_l1_bytes(0)
@@ -117,7 +117,7 @@ fn l2_hit(c: &mut Criterion, rows: &mut Vec<Row>) {
         group: "cache-l2-hit".into(),
         ours: "hasivu".into(),
         theirs: "redis-get".into(),
-        note: "L1 disabled; hasivu = GET+PTTL pipelined + JSON decode; anchor = a raw GET through ConnectionManager"
+        note: "L1 disabled; hasivu = GET + PTTL + the stamp's GET in one MULTI/EXEC + JSON decode; anchor = a raw GET through ConnectionManager"
             .into(),
     });
 }
