@@ -187,14 +187,18 @@ impl AppState {
                 PoolConfig::default()
                     .max_size(8)
                     .min_idle(2)
-                    .acquire_timeout(Duration::from_secs(5)),
+                    .acquire_timeout(Duration::from_secs(5))
+                    // A restarted backend is noticed within 2 s, not the
+                    // default 30 s of breaker backoff (a cheap probe).
+                    .retry_max(Duration::from_secs(2)),
             )
             .kind(
                 "redis",
                 PoolConfig::default()
                     .max_size(4)
                     .min_idle(1)
-                    .acquire_timeout(Duration::from_secs(2)),
+                    .acquire_timeout(Duration::from_secs(2))
+                    .retry_max(Duration::from_secs(2)),
             );
         let db = match &config.database_url {
             Some(url) => {

@@ -23,11 +23,14 @@ use serde_json::{Value, json};
 
 /// A database failure, with the backend's message.
 #[derive(Debug)]
-pub struct DbError(pub String);
+pub struct DbError {
+    message: String,
+    unavailable: bool,
+}
 
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -35,17 +38,52 @@ impl std::error::Error for DbError {}
 
 impl DbError {
     /// The error with its sources: PostgreSQL's own message (`deadlock
-    /// detected`) is the source of a `db error`.
-    pub(crate) fn from<E: std::error::Error>(error: E) -> Self {
+    /// detected`) is the source of a `db error`. A lost connection or a
+    /// server shutting down or starting up makes it
+    /// [unavailable](Self::is_unavailable).
+    pub(crate) fn from<E: std::error::Error + 'static>(error: E) -> Self {
         let mut message = error.to_string();
+        let mut unavailable = lost_connection(&error);
         let mut source = error.source();
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());
+            unavailable |= lost_connection(cause);
             source = cause.source();
         }
-        Self(message)
+        Self {
+            message,
+            unavailable,
+        }
     }
+
+    /// No connection could be had from the pool (breaker open, acquire or
+    /// create timeout, backend refusing): the database is unavailable.
+    pub(crate) fn unavailable<E: std::error::Error + 'static>(error: E) -> Self {
+        Self {
+            unavailable: true,
+            ..Self::from(error)
+        }
+    }
+
+    /// The database could not be reached or went away: a 503 the client
+    /// may retry (with the same `Idempotency-Key`), not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+}
+
+/// A connection error, or PostgreSQL's classes 08 (connection exception)
+/// and 57 (operator intervention: shutting down, starting up).
+fn lost_connection(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<std::io::Error>() {
+        return true;
+    }
+    e.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| {
+        e.is_closed()
+            || e.code()
+                .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57"))
+    })
 }
 
 /// The database: one pool of either kind.

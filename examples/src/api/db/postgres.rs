@@ -18,7 +18,7 @@ async fn query(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, DbError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     let statement = conn.prepare_cached(sql).await.map_err(DbError::from)?;
     conn.client()
         .query(&statement, params)
@@ -34,7 +34,7 @@ pub(super) async fn migrate_and_seed(
     pool: &Pool<PostgresManager>,
     data: Option<SeedData>,
 ) -> Result<bool, DbError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     let client = conn.client_mut();
     // One migrating instance at a time.
     let tx = client.transaction().await.map_err(DbError::from)?;
@@ -256,7 +256,7 @@ pub(super) async fn create_order(
     idem: Option<Idempotency>,
 ) -> Result<Answer, DbError> {
     let today = today();
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     // Locked: two orders cannot both take the last portions.
     let item_stmt = conn
         .prepare_cached(&format!("{} FOR UPDATE", schema::MENU_ITEM))
@@ -329,7 +329,7 @@ pub(super) async fn purge_idempotency(
     pool: &Pool<PostgresManager>,
     cutoff: i64,
 ) -> Result<u64, DbError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     let statement = conn
         .prepare_cached(schema::IDEM_PURGE_POSTGRES)
         .await
@@ -345,7 +345,7 @@ pub(super) async fn create_payment(
     payment: NewPayment,
     idem: Idempotency,
 ) -> Result<Answer, DbError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     let tx = conn
         .client_mut()
         .transaction()

@@ -18,7 +18,7 @@ where
     F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = pool.get().await.map_err(DbError::unavailable)?;
     conn.interact(f)
         .await
         .map_err(DbError::from)?

@@ -40,10 +40,16 @@ async fn checks(state: &AppState) -> (u16, Value) {
         Some(pool) => {
             let started = Instant::now();
             let result = match pool.get().await {
-                Ok(mut conn) => redis::cmd("PING")
-                    .query_async::<String>(&mut *conn)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(mut conn) => {
+                    let pong = redis::cmd("PING").query_async::<String>(&mut *conn).await;
+                    // A connection that failed its PING is dead (Redis
+                    // restarted): retire it, or frequent health checks keep
+                    // getting it back before the pool re-checks idle ones.
+                    if pong.is_err() {
+                        conn.mark_broken();
+                    }
+                    pong.map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             ok &= result.is_ok();

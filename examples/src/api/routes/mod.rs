@@ -20,7 +20,7 @@ use axum::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::{auth::Claims, problem::problem};
+use crate::api::{auth::Claims, db::DbError, problem::problem};
 
 /// The caller's claims, or a 401.
 pub(crate) fn caller(claims: Option<axum::Extension<Claims>>) -> Result<Claims, Response> {
@@ -104,8 +104,40 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Res
     }
 }
 
-/// A 500 that logs the cause and shows none of it.
-pub(crate) fn internal<E: std::fmt::Display>(error: E) -> Response {
+/// A failure that shows none of its cause, which it logs: a 503 with
+/// `Retry-After` while the database is unavailable (down, restarting, its
+/// pool's breaker open), else a 500.
+pub(crate) fn internal<E: std::error::Error + 'static>(error: E) -> Response {
+    if db_unavailable(&error) {
+        tracing::warn!(%error, "database unavailable");
+        let mut response = problem(
+            503,
+            "service unavailable",
+            "the database is unavailable; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
     tracing::error!(%error, "request failed");
     problem(500, "internal error", "the request could not be completed")
+}
+
+/// A [`DbError`] saying so, itself, in the chain, or as a cache loader's error.
+fn db_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(hasivu_cache::Error::Loader(loader)) = error.downcast_ref::<hasivu_cache::Error>() {
+        let loader: &(dyn std::error::Error + 'static) = &***loader;
+        return db_unavailable(loader);
+    }
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<DbError>()
+            .is_some_and(DbError::is_unavailable)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
