@@ -342,7 +342,17 @@ impl<C: Codec> Inner<C> {
                 }
                 Err(error) => {
                     self.stats.l2_error();
-                    tracing::warn!(%error, ?prefixes, ?deleted, "change queued: redis unreachable");
+                    // Counts only: the keys are the callers' (often a
+                    // client's), and an outage fails every change.
+                    if let Some(suppressed) = l2.log_gate.admit() {
+                        tracing::warn!(
+                            %error,
+                            prefixes = prefixes.len(),
+                            keys = deleted.len(),
+                            suppressed,
+                            "change queued: redis unreachable"
+                        );
+                    }
                     Err(())
                 }
             });

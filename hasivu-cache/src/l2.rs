@@ -19,6 +19,7 @@ use crate::{
     breaker::{Breaker, BreakerState},
     error::BoxError,
     keys,
+    log_gate::{LOG_EVERY, LogGate},
 };
 
 /// Retries of one connection attempt inside the connection manager. Few,
@@ -217,6 +218,9 @@ pub(crate) struct RedisL2 {
     timeout: Duration,
     breaker: Arc<Breaker>,
     pub(crate) scripts: Arc<Scripts>,
+    /// One warning per interval for failed calls, here and in the callers
+    /// that report a failure of their own.
+    pub(crate) log_gate: Arc<LogGate>,
 }
 
 impl RedisL2 {
@@ -248,6 +252,7 @@ impl RedisL2 {
             timeout,
             breaker: Arc::new(breaker),
             scripts: Arc::new(Scripts::new()),
+            log_gate: Arc::new(LogGate::new(LOG_EVERY)),
         })
     }
 
@@ -276,6 +281,7 @@ impl RedisL2 {
             timeout,
             breaker: Arc::new(breaker),
             scripts: Arc::new(Scripts::new()),
+            log_gate: Arc::new(LogGate::new(LOG_EVERY)),
         })
     }
 
@@ -443,7 +449,9 @@ impl RedisL2 {
                     self.breaker.success();
                 }
                 metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "redis").increment(1);
-                tracing::warn!(op, error = %error, "redis L2 call failed");
+                if let Some(suppressed) = self.log_gate.admit() {
+                    tracing::warn!(op, error = %error, suppressed, "redis L2 call failed");
+                }
                 Err(L2Error::Redis(error))
             }
         }
@@ -452,7 +460,9 @@ impl RedisL2 {
     fn timed_out(&self, op: &'static str) -> L2Error {
         self.breaker.failure();
         metrics::counter!("hasivu_cache_l2_errors_total", "kind" => "timeout").increment(1);
-        tracing::warn!(op, timeout = ?self.timeout, "redis L2 call timed out");
+        if let Some(suppressed) = self.log_gate.admit() {
+            tracing::warn!(op, timeout = ?self.timeout, suppressed, "redis L2 call timed out");
+        }
         L2Error::Timeout(self.timeout)
     }
 }

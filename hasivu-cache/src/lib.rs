@@ -215,6 +215,8 @@ mod l2;
 mod l2_invalidation;
 #[cfg(feature = "redis")]
 mod lock;
+#[cfg(feature = "redis")]
+mod log_gate;
 mod message;
 mod options;
 mod pattern;
