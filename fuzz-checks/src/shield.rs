@@ -274,7 +274,8 @@ const FORWARDING: Budget = Budget::new(48, 4096);
 /// lines: the peer address (`127.0.0.1` when it does not parse), the
 /// trusted CIDRs separated by commas (those that do not parse are
 /// dropped), then header lines, `f:` and a `Forwarded` value, or anything
-/// else as an `X-Forwarded-For` value.
+/// else as an `X-Forwarded-For` value (a line that cannot be a header
+/// value is dropped).
 ///
 /// Checks: each parser gives at most one hop per list element; the client
 /// is the peer when the peer is not trusted, else the peer or a forwarded
@@ -294,7 +295,9 @@ pub fn client_ip(data: &[u8]) {
         .collect();
     let proxies = TrustedProxies::new(&cidrs).expect("CIDRs that parse");
     let (mut forwarded, mut x_forwarded_for) = (Vec::new(), Vec::new());
-    for line in lines {
+    // Only lines that can be header values: the chains below must be the
+    // ones the request carries (a dropped line would shift the hop bound).
+    for line in lines.filter(|line| http::HeaderValue::from_str(line).is_ok()) {
         match line.strip_prefix("f:") {
             Some(value) => forwarded.push(value),
             None => x_forwarded_for.push(line),
@@ -313,14 +316,12 @@ pub fn client_ip(data: &[u8]) {
 
     let mut request = http::Request::new(());
     for value in &forwarded {
-        if let Ok(value) = http::HeaderValue::from_str(value) {
-            request.headers_mut().append(http::header::FORWARDED, value);
-        }
+        let value = http::HeaderValue::from_str(value).expect("kept above");
+        request.headers_mut().append(http::header::FORWARDED, value);
     }
     for value in &x_forwarded_for {
-        if let Ok(value) = http::HeaderValue::from_str(value) {
-            request.headers_mut().append("x-forwarded-for", value);
-        }
+        let value = http::HeaderValue::from_str(value).expect("kept above");
+        request.headers_mut().append("x-forwarded-for", value);
     }
     request
         .extensions_mut()
