@@ -12,6 +12,8 @@ use std::{fmt, io, io::Write};
 
 use bytes::Bytes;
 
+#[cfg(feature = "zstd")]
+use super::zstd_frames::Frames;
 use crate::Coding;
 
 /// The most codings a `Content-Encoding` list may stack.
@@ -126,7 +128,7 @@ enum Stage {
     #[cfg(feature = "br")]
     Br(brotli_decompressor::DecompressorWriter<Capped>),
     #[cfg(feature = "zstd")]
-    Zstd(zstd::stream::write::Decoder<'static, Capped>),
+    Zstd(ZstdStage),
     /// Keeps the matches below well-formed in builds without any codec.
     #[cfg(not(any(
         feature = "gzip",
@@ -160,7 +162,11 @@ impl Stage {
                 decoder
                     .window_log_max(ZSTD_WINDOW_LOG_MAX)
                     .map_err(|_| DecodeError::Setup)?;
-                Ok(Stage::Zstd(decoder))
+                Ok(Stage::Zstd(ZstdStage {
+                    decoder,
+                    frames: Frames::default(),
+                    frame_start: 0,
+                }))
             }
             // Identity and disabled codings are filtered out by the caller.
             _ => {
@@ -179,7 +185,7 @@ impl Stage {
             #[cfg(feature = "br")]
             Stage::Br(d) => d.get_ref(),
             #[cfg(feature = "zstd")]
-            Stage::Zstd(d) => d.get_ref(),
+            Stage::Zstd(d) => d.decoder.get_ref(),
             #[cfg(not(any(
                 feature = "gzip",
                 feature = "deflate",
@@ -199,7 +205,7 @@ impl Stage {
             #[cfg(feature = "br")]
             Stage::Br(d) => d.get_mut(),
             #[cfg(feature = "zstd")]
-            Stage::Zstd(d) => d.get_mut(),
+            Stage::Zstd(d) => d.decoder.get_mut(),
             #[cfg(not(any(
                 feature = "gzip",
                 feature = "deflate",
@@ -221,7 +227,7 @@ impl Stage {
             #[cfg(feature = "br")]
             Stage::Br(d) => d.close(),
             #[cfg(feature = "zstd")]
-            Stage::Zstd(d) => d.do_finish(),
+            Stage::Zstd(d) => d.decoder.do_finish(),
             #[cfg(not(any(
                 feature = "gzip",
                 feature = "deflate",
@@ -270,7 +276,7 @@ impl Write for Stage {
             #[cfg(feature = "br")]
             Stage::Br(d) => d.flush(),
             #[cfg(feature = "zstd")]
-            Stage::Zstd(d) => d.flush(),
+            Stage::Zstd(d) => d.decoder.flush(),
             #[cfg(not(any(
                 feature = "gzip",
                 feature = "deflate",
@@ -279,6 +285,43 @@ impl Write for Stage {
             )))]
             Stage::None(never, _) => match *never {},
         }
+    }
+}
+
+/// The zstd decoder, and the framing of its input read alongside: at the
+/// end of each frame, the bytes it decoded are checked against the size its
+/// header declares (see [`Frames`] for why libzstd's check is not enough).
+#[cfg(feature = "zstd")]
+struct ZstdStage {
+    decoder: zstd::stream::write::Decoder<'static, Capped>,
+    frames: Frames,
+    /// What the sink had been given when the current frame started.
+    frame_start: usize,
+}
+
+#[cfg(feature = "zstd")]
+impl ZstdStage {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (read, end) = self.frames.advance(rest);
+            self.decoder.write_all(&rest[..read])?;
+            rest = &rest[read..];
+            if let Some(declared) = end {
+                // Everything the frame decodes to reaches the sink.
+                self.decoder.flush()?;
+                let written = self.decoder.get_ref().written;
+                let decoded = written - self.frame_start;
+                self.frame_start = written;
+                if declared.is_some_and(|declared| declared != decoded as u64) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a zstd frame decoded to another size than it declares",
+                    ));
+                }
+            }
+        }
+        Ok(buf.len())
     }
 }
 
@@ -366,6 +409,57 @@ mod tests {
             out.extend_from_slice(&[0; 3000]);
             total += 3000;
             assert!(out.capacity() <= limit);
+        }
+    }
+
+    /// Decodes `body` fed in pieces of `chunk` bytes (0: at once).
+    #[cfg(feature = "zstd")]
+    fn zstd_in_pieces(body: &[u8], chunk: usize) -> Result<Bytes, DecodeError> {
+        let mut decoder = Decoder::new(&[Coding::Zstd], 1 << 20)?;
+        for piece in body.chunks(if chunk == 0 { body.len() } else { chunk }) {
+            decoder.write(piece)?;
+        }
+        decoder.finish()
+    }
+
+    /// A frame that declares more content than its blocks hold is refused
+    /// however its bytes arrive. libzstd's streaming decoder skips the
+    /// content-size check when a frame ends with an empty last block, so
+    /// the same body was refused whole and accepted (empty, or short) in
+    /// pieces (found by the `compress_decode` fuzz target).
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn a_zstd_frame_shorter_than_it_declares_is_refused_however_it_arrives() {
+        // Magic, single-segment header declaring 4 bytes, one empty raw
+        // last block.
+        let empty = [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x04, 0x01, 0x00, 0x00];
+        // The same header, a raw block of 2 bytes, then an empty last block.
+        let short = [
+            0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x04, 0x10, 0x00, 0x00, b'h', b'i', 0x01, 0x00, 0x00,
+        ];
+        for body in [&empty[..], &short[..]] {
+            for chunk in 0..=body.len() {
+                assert_eq!(
+                    zstd_in_pieces(body, chunk),
+                    Err(DecodeError::Invalid),
+                    "{body:02x?} in pieces of {chunk}"
+                );
+            }
+        }
+        // Declared sizes that are met still pass, in any pieces; so do
+        // frames that declare none, and several frames in a row.
+        let exact = [
+            0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x02, 0x10, 0x00, 0x00, b'h', b'i', 0x01, 0x00, 0x00,
+        ];
+        let mut two = zstd::encode_all(&b"hello "[..], 3).unwrap();
+        two.extend(zstd::encode_all(&b"world"[..], 3).unwrap());
+        two.extend_from_slice(&exact);
+        for chunk in 0..=two.len() {
+            assert_eq!(
+                zstd_in_pieces(&exact, chunk.min(exact.len())).unwrap(),
+                &b"hi"[..]
+            );
+            assert_eq!(zstd_in_pieces(&two, chunk).unwrap(), &b"hello worldhi"[..]);
         }
     }
 

@@ -143,6 +143,8 @@ pub(crate) mod decode;
 mod future;
 mod layer;
 mod service;
+#[cfg(feature = "zstd")]
+mod zstd_frames;
 
 /// The request body the inner service of [`RequestDecompression`] receives:
 /// the original body, untouched and still streaming, when the request had no
