@@ -115,6 +115,7 @@ async fn counter_admits_the_limit_then_again_after_the_window() {
     let redis = RedisServer::start();
     let store = patient(&redis).build().unwrap();
     let quota = Quota::per_second(5);
+    let mut first_reset = None;
     for expected_remaining in (0..5).rev() {
         let (verdict, source) = check(&store, "a", &quota).await;
         assert!(verdict.allowed);
@@ -122,17 +123,20 @@ async fn counter_admits_the_limit_then_again_after_the_window() {
         assert_eq!(verdict.limit, 5);
         assert_eq!(verdict.remaining, expected_remaining);
         assert!(verdict.reset_after <= Duration::from_secs(1));
+        first_reset.get_or_insert(verdict.reset_after);
     }
     let (refused, _) = check(&store, "a", &quota).await;
     assert!(!refused.allowed);
     assert_eq!(refused.remaining, 0);
     let retry = refused.retry_after.expect("a retry time");
-    // The window is full: the sixth fits only once the next window has
-    // started and enough of this one has slid out.
-    assert!(
-        retry > refused.reset_after && retry <= Duration::from_secs(2),
-        "{refused:?}"
-    );
+    assert!(retry <= Duration::from_secs(2), "{refused:?}");
+    // When the six checks fell in one window (Redis's clock, so the burst
+    // may straddle a window's start, which makes an earlier retry right),
+    // the sixth fits only once the next window has started and enough of
+    // this one has slid out.
+    if first_reset.is_some_and(|first| refused.reset_after <= first) {
+        assert!(retry > refused.reset_after, "{refused:?}");
+    }
     // Other keys are not affected.
     assert!(check(&store, "b", &quota).await.0.allowed);
 
