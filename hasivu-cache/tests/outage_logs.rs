@@ -3,51 +3,17 @@
 //! those fails; the log must not grow with them.
 #![cfg(feature = "redis")]
 
-use std::{
-    fmt::Write as _,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use hasivu_cache::{Cache, EntryOptions};
-use hasivu_testkit::RedisServer;
-
-/// Collects every event as `LEVEL field=value …`.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(format!("{} ", event.metadata().level()));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+use hasivu_testkit::{LogCapture, RedisServer};
 
 /// 300 writes and 300 invalidations of client-chosen keys while Redis is
 /// down: a handful of warnings, which name no key and count what they
 /// stand for.
 #[test]
 fn an_outage_writes_a_bounded_log_whatever_the_requests() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,7 +39,7 @@ fn an_outage_writes_a_bounded_log_whatever_the_requests() {
             }
         });
     });
-    let events = capture.0.lock().unwrap().clone();
+    let events = capture.events();
     let warnings: Vec<_> = events.iter().filter(|e| e.starts_with("WARN")).collect();
     assert!(
         warnings.len() <= 6,

@@ -35,6 +35,7 @@
 
 mod cluster;
 mod error;
+mod logs;
 mod postgres;
 mod process;
 mod proxy;
@@ -42,6 +43,7 @@ mod redis;
 
 pub use cluster::RedisCluster;
 pub use error::Error;
+pub use logs::LogCapture;
 pub use postgres::{PostgresServer, PostgresServerBuilder};
 pub use proxy::FaultProxy;
 pub use redis::{RedisServer, RedisServerBuilder};

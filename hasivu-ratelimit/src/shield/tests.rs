@@ -4,7 +4,6 @@
 use std::{
     collections::VecDeque,
     convert::Infallible,
-    fmt::Write as _,
     net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -13,6 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use hasivu_testkit::LogCapture;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
@@ -736,39 +736,9 @@ async fn requests_without_a_peer_are_rejected_not_blocked() {
     assert!(blocklist.is_empty());
 }
 
-/// Records events as `name=value` lines.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(format!("{} ", event.metadata().level()));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn events_carry_reasons_but_no_payloads() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -796,7 +766,7 @@ fn events_carry_reasons_but_no_payloads() {
             assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
         });
     });
-    let events = capture.0.lock().unwrap().join("\n");
+    let events = capture.events().join("\n");
     assert!(events.contains("ip=198.51.100.9"), "{events}");
     assert!(events.contains("reasons=sqli"), "{events}");
     assert!(events.contains("reasons=xss"), "{events}");
@@ -811,7 +781,7 @@ fn events_carry_reasons_but_no_payloads() {
 
 #[test]
 fn a_lone_weak_sign_is_logged_at_debug_and_a_stronger_one_at_info() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -829,7 +799,7 @@ fn a_lone_weak_sign_is_logged_at_debug_and_a_stronger_one_at_info() {
             assert_eq!(service.oneshot(probe).await.unwrap().status(), 200);
         });
     });
-    let events = capture.0.lock().unwrap().clone();
+    let events = capture.events();
     let curl: Vec<_> = events
         .iter()
         .filter(|e| e.contains("ip=198.51.100.20"))
@@ -852,7 +822,7 @@ fn a_lone_weak_sign_is_logged_at_debug_and_a_stronger_one_at_info() {
 
 #[test]
 fn a_client_repeating_itself_is_logged_once_per_interval() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -872,7 +842,7 @@ fn a_client_repeating_itself_is_logged_once_per_interval() {
             }
         });
     });
-    let events = capture.0.lock().unwrap().clone();
+    let events = capture.events();
     let count = |ip: &str| {
         events
             .iter()
@@ -1088,7 +1058,7 @@ fn bodies_the_shield_cannot_decode_are_counted_as_uninspected() {
 
 #[test]
 fn strikes_and_refusals_are_logged_once_per_interval_and_blocks_always() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1116,7 +1086,7 @@ fn strikes_and_refusals_are_logged_once_per_interval_and_blocks_always() {
             }
         });
     });
-    let events = capture.0.lock().unwrap().clone();
+    let events = capture.events();
     let of = |what: &str| {
         events
             .iter()
