@@ -108,14 +108,10 @@ pub struct Config {
     /// `HASIVU_MAX_HEADERS` (default 100): a request with more header
     /// fields gets 431.
     pub max_headers: usize,
-    /// `HASIVU_HEADER_READ_TIMEOUT_SECS` (default 75, at least 1): a
-    /// connection whose next request's headers have not all arrived this
-    /// long after the server started waiting for them is closed, so a
-    /// slowloris client holds nothing longer. hyper counts an idle
-    /// keep-alive connection as waiting too, so this is also the idle
-    /// keep-alive timeout: keep it above a load balancer's idle timeout
-    /// (60 s on an AWS ALB), or the balancer may reuse a connection the
-    /// API just closed.
+    /// `HASIVU_HEADER_READ_TIMEOUT_SECS` (default 10, at least 1): a
+    /// connection whose request headers have not all arrived this long
+    /// after they started is closed (a slowloris client holds nothing
+    /// longer).
     pub header_read_timeout: Duration,
 }
 
@@ -153,7 +149,7 @@ impl Default for Config {
             admin_token: None,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
-            header_read_timeout: Duration::from_secs(75),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -566,7 +562,7 @@ mod tests {
         assert_eq!((config.max_header_bytes, config.max_headers), (16384, 50));
         assert_eq!(config.header_read_timeout, Duration::from_secs(3));
         let defaults = Config::default();
-        assert_eq!(defaults.header_read_timeout, Duration::from_secs(75));
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
         assert!(defaults.login_workers >= 1);
         assert_eq!(defaults.admin_token, None);
         assert_eq!(defaults.max_header_bytes, 32 * 1024);
