@@ -948,15 +948,12 @@ where
     Ok(())
 }
 
-/// The HTTP/1 connection settings: hyper's defaults but the header limits
-/// and the header read timeout (hyper applies it only with a timer).
+/// The HTTP/1 connection settings: hyper's defaults but the header limits.
 fn http1(config: &Config) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .max_header_size(config.max_header_bytes)
-        .max_headers(config.max_headers)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+        .max_headers(config.max_headers);
     builder
 }
 

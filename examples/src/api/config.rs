@@ -108,11 +108,6 @@ pub struct Config {
     /// `HASIVU_MAX_HEADERS` (default 100): a request with more header
     /// fields gets 431.
     pub max_headers: usize,
-    /// `HASIVU_HEADER_READ_TIMEOUT_SECS` (default 10, at least 1): a
-    /// connection whose request headers have not all arrived this long
-    /// after they started is closed (a slowloris client holds nothing
-    /// longer).
-    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -149,7 +144,6 @@ impl Default for Config {
             admin_token: None,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
-            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -391,15 +385,6 @@ impl Config {
                 return Err(ConfigError("HASIVU_MAX_HEADERS: at least 1".into()));
             }
         }
-        if let Some(v) = get("HASIVU_HEADER_READ_TIMEOUT_SECS") {
-            let secs: u64 = parse("HASIVU_HEADER_READ_TIMEOUT_SECS", &v)?;
-            if secs == 0 {
-                return Err(ConfigError(
-                    "HASIVU_HEADER_READ_TIMEOUT_SECS: at least 1".into(),
-                ));
-            }
-            config.header_read_timeout = Duration::from_secs(secs);
-        }
         if let Some(url) = &config.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -546,7 +531,6 @@ mod tests {
                     "HASIVU_ADMIN_TOKEN" => " 0123456789abcdef ",
                     "HASIVU_MAX_HEADER_BYTES" => "16384",
                     "HASIVU_MAX_HEADERS" => "50",
-                    "HASIVU_HEADER_READ_TIMEOUT_SECS" => "3",
                     _ => return None,
                 }
                 .to_owned(),
@@ -560,9 +544,7 @@ mod tests {
         assert_eq!(config.admin_addr, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef"));
         assert_eq!((config.max_header_bytes, config.max_headers), (16384, 50));
-        assert_eq!(config.header_read_timeout, Duration::from_secs(3));
         let defaults = Config::default();
-        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
         assert!(defaults.login_workers >= 1);
         assert_eq!(defaults.admin_token, None);
         assert_eq!(defaults.max_header_bytes, 32 * 1024);
@@ -571,7 +553,6 @@ mod tests {
             ("HASIVU_LOGIN_WORKERS", "0"),
             ("HASIVU_MAX_HEADER_BYTES", "100"),
             ("HASIVU_MAX_HEADERS", "0"),
-            ("HASIVU_HEADER_READ_TIMEOUT_SECS", "0"),
             ("HASIVU_RATE_LOGIN_ACCOUNT", "10"),
             ("HASIVU_ADMIN_ADDR", "localhost"),
         ] {
